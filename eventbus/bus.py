@@ -1,0 +1,240 @@
+"""The bus: a Redis client, a service name, and publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from eventbus.embedded import EmbeddedRedis
+from eventbus.envelope import Encoding, build_fields, check_headers, content_type, encode_payload
+from eventbus.errors import ConfigurationError, EventTypeError, PublishError
+from eventbus.events import Event
+from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+
+log = logging.getLogger("eventbus.bus")
+
+ENV_URL = "EVENTBUS_REDIS_URL"
+
+
+def redact(url: str) -> str:
+    """A URL with any password replaced by ``***``, for messages and logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}" if creds else url
+
+
+class EventBus:
+    """Publishes events and gives workers their Redis connections.
+
+    Build it with `EventBus.from_url`; close it with ``await bus.aclose()`` or
+    ``async with bus``.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        service: str,
+        prefix: str = DEFAULT_PREFIX,
+        encoding: Encoding = "json",
+        url: str | None = None,
+        embedded: EmbeddedRedis | None = None,
+    ) -> None:
+        check_name("service", service)
+        self._redis = redis
+        self.service = service
+        self.keys = Keys(prefix)
+        self.encoding: Encoding = encoding
+        self._ct = content_type(encoding)
+        self.url = url
+        self.embedded = embedded
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        service: str,
+        prefix: str = DEFAULT_PREFIX,
+        encoding: Encoding = "json",
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> EventBus:
+        """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
+        server for `data_dir` (started now if none runs there)."""
+        url = url or os.environ.get(ENV_URL) or None
+        embedded = None
+        if url is None:
+            embedded = EmbeddedRedis(data_dir)
+            url = embedded.ensure()
+        return cls(
+            make_client(url),
+            service=service,
+            prefix=prefix,
+            encoding=encoding,
+            url=url,
+            embedded=embedded,
+        )
+
+    @property
+    def redis(self) -> Redis:
+        """The shared redis-py asyncio client (a pool). Handlers may use it."""
+        return self._redis
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.url) if self.url else "<client>"
+
+    def new_client(self, *, socket_timeout: float | None = None) -> Redis:
+        """A dedicated single-connection client (for blocking reads), no internal retries."""
+        if self.url is None:
+            kwargs = dict(self._redis.connection_pool.connection_kwargs)
+            kwargs.pop("retry", None)
+            kwargs["socket_timeout"] = socket_timeout
+            return Redis(**kwargs, single_connection_client=True, retry=Retry(NoBackoff(), 0))
+        return Redis.from_url(
+            self.url,
+            single_connection_client=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    async def recover(self) -> None:
+        """After a connection failure: restart the embedded server if it is ours to run."""
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.ensure)
+
+    # -- publishing -------------------------------------------------------------------
+
+    def _entry(
+        self,
+        event: Event,
+        key: str | None,
+        stream: str | None,
+        headers: dict[str, str] | None,
+    ) -> tuple[str, list[Any]]:
+        """The stream key and XADD arguments for one event; validates it first."""
+        if not isinstance(event, Event):
+            raise EventTypeError(
+                f"cannot publish {type(event).__name__}: only instances of Event subclasses "
+                "(class X(Event, stream=...)) can be published"
+            )
+        cls = type(event)
+        stream_name = stream or cls.__eb_stream__
+        if stream_name is None:
+            raise EventTypeError(
+                f"cannot publish {cls.__name__}: it has no stream; declare "
+                f"`class {cls.__name__}(Event, stream='name')` or pass stream="
+            )
+        if stream is not None:
+            check_name("stream", stream)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
+        check_headers(headers)
+        fields = build_fields(
+            type_name=cls.__eb_type__,
+            data=encode_payload(event, self.encoding),
+            source=self.service,
+            ct=self._ct,
+            key=key,
+            headers=headers,
+        )
+        args: list[Any] = ["XADD", self.keys.stream(stream_name), "*"]
+        for name, value in fields.items():
+            args.append(name)
+            args.append(value)
+        return stream_name, args
+
+    async def publish(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Append `event` to its stream; returns the stream id once Redis has it."""
+        stream_name, args = self._entry(event, key, stream, headers)
+        try:
+            stream_id = await self._redis.execute_command(*args)
+        except RedisError as exc:
+            raise PublishError(
+                f"publishing {type(event).__name__} to stream {stream_name!r} failed: {exc}"
+            ) from exc
+        return _text(stream_id)
+
+    async def publish_many(self, events: Sequence[Event]) -> list[str]:
+        """Publish several events in one pipelined round trip; ids in order."""
+        if not events:
+            return []
+        entries = [self._entry(event, None, None, None) for event in events]
+        pipe = self._redis.pipeline(transaction=False)
+        for _, args in entries:
+            pipe.execute_command(*args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {len(events)} events were not written "
+                f"(first failure at index {failed[0]}: {results[failed[0]]})"
+            )
+        return [_text(r) for r in results]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close connections; stop the embedded server if this process started it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def make_client(url: str) -> Redis:
+    """The shared client: a pool; one quick internal retry so a connection dropped by a
+    server restart is replaced transparently. Longer outages surface as errors."""
+    try:
+        return Redis.from_url(
+            url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid Redis URL {redact(url)!r}: {exc}; expected redis://host:port/db, "
+            "rediss://..., or unix:///path/to/redis.sock"
+        ) from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,24 @@
+"""Durations in the public API are `timedelta | float` seconds; internally, floats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+Duration = timedelta | float | int
+
+
+def seconds(value: Duration, *, name: str) -> float:
+    """Normalise a public duration to float seconds, rejecting negatives and bad types."""
+    from eventbus.errors import ConfigurationError
+
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise ConfigurationError(
+            f"{name} must be seconds (a number) or a datetime.timedelta, got {value!r}"
+        )
+    if result < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {value!r}")
+    return result

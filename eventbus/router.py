@@ -1,0 +1,187 @@
+"""Routers collect handler declarations: ``@router.subscribe(...)``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, Never, TypeVar, overload
+
+from eventbus.backoff import Backoff
+from eventbus.durations import Duration, seconds
+from eventbus.errors import ConfigurationError
+from eventbus.handlers import (
+    HandlerFunc,
+    HandlerSpec,
+    StartFrom,
+    check_options,
+    qualified_name,
+    resolve_types,
+)
+from eventbus.keys import check_name
+
+F = TypeVar("F", bound=HandlerFunc)
+
+SUBSCRIBE_OPTIONS = (
+    "name",
+    "group",
+    "concurrency",
+    "max_attempts",
+    "backoff",
+    "lease",
+    "timeout",
+    "start_from",
+)
+DEFAULT_LEASE = timedelta(seconds=30)
+
+
+def _unknown_options(what: str, unknown: dict[str, Any], known: Iterable[str]) -> None:
+    if not unknown:
+        return
+    name = next(iter(unknown))
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigurationError(
+        f"{what}: unknown option {name!r}{hint} (known options: {', '.join(known)})"
+    )
+
+
+class Router:
+    """A set of handlers. Include routers into one another to compose an app."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, HandlerSpec] = {}
+
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        return list(self._handlers.values())
+
+    @overload
+    def subscribe(self, fn: F, /) -> F: ...
+
+    @overload
+    def subscribe(
+        self,
+        *event_types: Any,
+        name: str | None = None,
+        group: str | None = None,
+        concurrency: int = 16,
+        max_attempts: int = 5,
+        backoff: Backoff | Duration = Backoff(),
+        lease: Duration = DEFAULT_LEASE,
+        timeout: Duration | None = None,
+        start_from: StartFrom = "new",
+        **unknown: Never,
+    ) -> Callable[[F], F]: ...
+
+    def subscribe(self, *event_types: Any, **options: Any) -> Any:
+        """Declare a handler. Event types come from the arguments or the first
+        parameter's annotation (a class or a union of classes).
+
+        Options: ``name`` (default ``module.qualname``), ``group`` (default
+        ``<service>.<name>``), ``concurrency`` (16), ``max_attempts`` (5),
+        ``backoff`` (a Backoff or the initial delay), ``lease`` (30 s),
+        ``timeout`` (None), ``start_from`` ("new", "beginning" or a datetime).
+        """
+        if len(event_types) == 1 and not options and _is_plain_function(event_types[0]):
+            fn = event_types[0]
+            self._add(self._build(fn, (), {}))
+            return fn
+
+        def decorate(fn: F) -> F:
+            self._add(self._build(fn, event_types, options))
+            return fn
+
+        return decorate
+
+    def include(self, other: Router) -> None:
+        """Add every handler of `other` to this router."""
+        for spec in other.handlers:
+            self._add(spec)
+
+    def _build(
+        self, fn: HandlerFunc, event_types: tuple[Any, ...], options: dict[str, Any]
+    ) -> HandlerSpec:
+        if not callable(fn):
+            raise ConfigurationError(f"subscribe() decorates a function, got {fn!r}")
+        name = options.pop("name", None) or qualified_name(fn)
+        what = f"handler {name!r}"
+        check_name("handler", name)
+        known = {k: options.pop(k) for k in SUBSCRIBE_OPTIONS if k in options}
+        _unknown_options(what, options, SUBSCRIBE_OPTIONS)
+        group = known.get("group")
+        concurrency = known.get("concurrency", 16)
+        max_attempts = known.get("max_attempts", 5)
+        start_from = known.get("start_from", "new")
+        check_options(
+            what=what,
+            group=group,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            start_from=start_from,
+        )
+        types = resolve_types(fn, event_types, what)
+        params = inspect.signature(fn).parameters
+        positional = [
+            p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        lease_s = seconds(known.get("lease", DEFAULT_LEASE), name=f"{what}: lease")
+        if lease_s < 1:
+            raise ConfigurationError(f"{what}: lease must be at least 1 second")
+        timeout = known.get("timeout")
+        return HandlerSpec(
+            fn=fn,
+            name=name,
+            group_override=group,
+            types=types,
+            is_async=inspect.iscoroutinefunction(fn),
+            wants_context=len(positional) == 2,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            backoff=Backoff.coerce(known.get("backoff", Backoff())),
+            lease_s=lease_s,
+            timeout_s=None if timeout is None else seconds(timeout, name=f"{what}: timeout"),
+            start_from=start_from,
+        )
+
+    def _add(self, spec: HandlerSpec) -> None:
+        group_id = spec.group_override or spec.name
+        for existing in self._handlers.values():
+            if (existing.group_override or existing.name) == group_id and existing is not spec:
+                raise ConfigurationError(
+                    f"handler {spec.name!r}: group {group_id!r} is already used by handler "
+                    f"{existing.name!r}; every handler needs its own group (pass name= or group=)"
+                )
+        self._handlers[spec.name] = spec
+
+
+def _is_plain_function(obj: object) -> bool:
+    return callable(obj) and not isinstance(obj, type) and inspect.isroutine(obj)
+
+
+default_router = Router()
+
+
+@overload
+def subscribe(fn: F, /) -> F: ...
+
+
+@overload
+def subscribe(
+    *event_types: Any,
+    name: str | None = None,
+    group: str | None = None,
+    concurrency: int = 16,
+    max_attempts: int = 5,
+    backoff: Backoff | Duration = Backoff(),
+    lease: Duration = DEFAULT_LEASE,
+    timeout: Duration | None = None,
+    start_from: StartFrom = "new",
+    **unknown: Never,
+) -> Callable[[F], F]: ...
+
+
+def subscribe(*event_types: Any, **options: Any) -> Any:
+    """`Router.subscribe` on the module-level default router."""
+    return default_router.subscribe(*event_types, **options)

@@ -1,0 +1,554 @@
+"""One handler's consumer group on one stream: read, handle, ack / release / dead-letter.
+
+Each `GroupConsumer` has its own reader connection, its own concurrency limit
+and its own retry state, so a slow or failing handler never holds up another.
+The delivery protocol (DESIGN.md, "Delivery protocol"):
+
+- read with ``XREADGROUP ... COUNT <free slots>``: nothing waits prefetched;
+- every ``lease/3`` the lease keeper resets the idle clock of what we hold;
+- success: the id joins the next batched XACK;
+- failure: the entry is released with ``XCLAIM ... IDLE <lease - backoff>`` so
+  it becomes claimable after the backoff: the pending list is the retry queue;
+- about once a second ``XAUTOCLAIM <lease>`` picks up released entries and those
+  of dead consumers; the delivery count it increments is the attempt number;
+- past ``max_attempts`` (or undecodable), the entry moves to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from eventbus.backoff import Reconnect
+from eventbus.context import Context
+from eventbus.envelope import Envelope, PayloadDecoders, now_rfc3339, parse_fields
+from eventbus.errors import DecodeError
+from eventbus.events import Event, lookup
+from eventbus.scripts import Scripts
+from eventbus.worker.acks import AckBatcher
+from eventbus.worker.groups import (
+    create_group,
+    delete_idle_consumers,
+    is_nogroup,
+    last_delivered,
+    recreate_group,
+    start_id,
+)
+from eventbus.worker.settings import WorkerSettings
+from eventbus.worker.stats import GroupStats
+
+if TYPE_CHECKING:
+    from eventbus.bus import EventBus
+    from eventbus.handlers import HandlerSpec
+
+log = logging.getLogger("eventbus.worker")
+
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+TRACEBACK_TAIL = 2000
+
+
+class Delivery:
+    """One entry we hold: read or claimed, until acked, released or dead-lettered."""
+
+    __slots__ = ("count", "done", "fields", "stream_id")
+
+    def __init__(self, stream_id: str, fields: dict[bytes, bytes], count: int) -> None:
+        self.stream_id = stream_id
+        self.fields = fields
+        self.count = count
+        self.done = False  # handler finished; waiting for its batched XACK
+
+
+class GroupConsumer:
+    """Runs one handler's group on one stream."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        spec: HandlerSpec,
+        stream: str,
+        consumer: str,
+        settings: WorkerSettings,
+    ) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.stream = stream
+        self.consumer = consumer
+        self.settings = settings
+        self.group = spec.group(bus.service)
+        self.key = bus.keys.stream(stream)
+        self.dlq_key = bus.keys.dlq(stream)
+        self.stats = GroupStats()
+        self._types: dict[str, type[Event]] = dict(spec.types[stream])
+        self._decoders = PayloadDecoders()
+        self._lease_ms = int(spec.lease_s * 1000)
+        self._free = spec.concurrency
+        self._owned: dict[str, Delivery] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._client = bus.redis
+        self._scripts = Scripts.register(bus.redis)
+        self._reader = bus.new_client(socket_timeout=settings.block_ms / 1000 + 10)
+        self._reader_scripts = Scripts.register(self._reader)
+        self._reader_id: int | None = None
+        self._reading = False
+        self._last_seen: str | None = None
+        self._cursor = "0-0"
+        self._acks = AckBatcher(self._client, self.key, self.group, self._acked)
+        self._executor = (
+            None
+            if spec.is_async
+            else ThreadPoolExecutor(spec.concurrency, thread_name_prefix=f"eventbus-{spec.name}")
+        )
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._read_loop(), name=f"eventbus-read-{self.group}"),
+            loop.create_task(self._lease_loop(), name=f"eventbus-lease-{self.group}"),
+        ]
+
+    async def wait_ready(self) -> None:
+        """Wait until the group exists in Redis (so new events are not missed)."""
+        await self._ready.wait()
+
+    @property
+    def in_flight(self) -> int:
+        return self.spec.concurrency - self._free
+
+    async def stop(self, deadline: float, hurry: asyncio.Event | None = None) -> None:
+        """Graceful stop: no new reads; in-flight handlers get until `deadline` (loop
+        time); the rest are released claimable at once; acks are flushed; the
+        consumer is deleted if it owns nothing."""
+        self._stopping = True
+        self._stop_event.set()
+        self._slot_freed.set()
+        await self._stop_reader()
+        await self._drain(deadline, hurry or asyncio.Event())
+        unfinished = [t for t in self._tasks if not t.done()]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=5)
+        await self._release_for_shutdown()
+        if not await self._acks.flush(timeout=5):
+            log.warning(
+                "%s: %d acks could not be flushed; those entries will be redelivered",
+                self.group,
+                self._acks.backlog,
+            )
+        await self._acks.close()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.wait(self._loops, timeout=5)
+        await self._delete_self()
+        await self._reader.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self, deadline: float, hurry: asyncio.Event) -> None:
+        """Wait for in-flight handlers until `deadline`, or until `hurry` is set."""
+        if not self._tasks or hurry.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        all_done = loop.create_task(asyncio.wait(set(self._tasks)))
+        hurried = loop.create_task(hurry.wait())
+        await asyncio.wait(
+            {all_done, hurried},
+            timeout=max(0.0, deadline - loop.time()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for waiter in (all_done, hurried):
+            waiter.cancel()
+        await asyncio.wait({all_done, hurried})
+
+    async def _stop_reader(self) -> None:
+        """Unblock the reader (CLIENT UNBLOCK, not Task.cancel: a cancel can be lost while
+        redis-py starts a command) and wait for its loop to notice the stop flag."""
+        reader = self._loops[0] if self._loops else None
+        if reader is None:
+            return
+        for _ in range(50):
+            if reader.done():
+                return
+            if self._reading and self._reader_id is not None:
+                try:
+                    await self._client.client_unblock(self._reader_id)
+                except RedisError:
+                    pass
+            await asyncio.wait({reader}, timeout=0.2)
+        reader.cancel()
+
+    async def _release_for_shutdown(self) -> None:
+        unfinished = [d for d in self._owned.values() if not d.done]
+        if not unfinished:
+            return
+        # claimable at once; the interrupted delivery does not count as an attempt
+        released = await self._release(unfinished, idle_ms=self._lease_ms, restore_count=True)
+        log.info("%s: released %d unfinished entries on shutdown", self.group, released)
+
+    async def _delete_self(self) -> None:
+        try:
+            await self._scripts.delete_consumer(keys=[self.key], args=[self.group, self.consumer])
+        except RedisError as exc:
+            log.debug("%s: could not delete consumer %s: %s", self.group, self.consumer, exc)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep that ends early on stop."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._stop_event.wait()
+        except TimeoutError:
+            pass
+
+    # -- the read loop -----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reconnect = Reconnect()
+        next_reclaim = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                if not self._ready.is_set():
+                    await self._setup()
+                if self._free <= 0:
+                    await self._wait_for_slot()
+                    continue
+                if loop.time() >= next_reclaim:
+                    await self._reclaim()
+                    jitter = random.uniform(0.8, 1.2)
+                    next_reclaim = loop.time() + self.settings.reclaim_interval_s * jitter
+                    continue
+                block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
+                await self._read(max(1, block_ms))
+                reconnect.reset()
+            except CONNECTION_ERRORS as exc:
+                self._reader_id = None
+                await self._connection_lost(exc, reconnect)
+            except ResponseError as exc:
+                if is_nogroup(exc):
+                    await self._group_lost(reconnect)
+                else:
+                    delay = reconnect.next_delay()
+                    log.error("%s: Redis error %s; retrying in %.1fs", self.group, exc, delay)
+                    await self._sleep(delay)
+
+    async def _setup(self) -> None:
+        created = await create_group(
+            self._client, self.key, self.group, start_id(self.spec.start_from)
+        )
+        if created:
+            log.info("created group %s on %s", self.group, self.key)
+        self._last_seen = await last_delivered(self._client, self.key, self.group)
+        self._ready.set()
+
+    async def _wait_for_slot(self) -> None:
+        self._slot_freed.clear()
+        if self._free <= 0 and not self._stopping:
+            await self._slot_freed.wait()
+
+    async def _read(self, block_ms: int) -> None:
+        if self._reader_id is None:
+            self._reader_id = int(await self._reader.client_id())
+        self._reading = True
+        try:
+            response = await self._reader.xreadgroup(
+                self.group, self.consumer, {self.key: ">"}, count=self._free, block=block_ms
+            )
+        finally:
+            self._reading = False
+        if not response:
+            return
+        for raw_id, fields in response[0][1]:
+            stream_id = raw_id.decode()
+            self._last_seen = stream_id
+            self._dispatch(Delivery(stream_id, fields, 1))
+
+    async def _reclaim(self) -> None:
+        """XAUTOCLAIM entries idle past the lease, up to our free slots."""
+        result = await self._reader_scripts.reclaim(
+            keys=[self.key],
+            args=[self.group, self.consumer, self._lease_ms, self._cursor, self._free],
+        )
+        self._cursor = result[0].decode()
+        for raw_id, flat, count in result[1:]:
+            stream_id = raw_id.decode()
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            self.stats.reclaimed += 1
+            held = self._owned.get(stream_id)
+            if held is not None:  # our own lease lapsed (Redis was away); still ours
+                held.count = int(count)
+                continue
+            delivery = Delivery(stream_id, fields, int(count))
+            if delivery.count > self.spec.max_attempts:
+                self._owned[stream_id] = delivery
+                await self._dead_letter(
+                    delivery,
+                    reason="attempts_exhausted",
+                    error_type="AttemptsExhausted",
+                    error=(
+                        f"delivered {delivery.count - 1} times without completing "
+                        f"(max_attempts={self.spec.max_attempts}); the worker handling it "
+                        "crashed or lost its lease each time"
+                    ),
+                )
+            else:
+                self._dispatch(delivery)
+
+    async def _connection_lost(self, exc: BaseException, reconnect: Reconnect) -> None:
+        delay = reconnect.next_delay()
+        level = logging.WARNING if reconnect.failures <= 3 else logging.ERROR
+        log.log(
+            level,
+            "%s: cannot reach Redis at %s (%s); retrying in %.1fs",
+            self.group, self.bus.display_url, exc or type(exc).__name__, delay,
+        )  # fmt: skip
+        try:
+            await self.bus.recover()
+        except Exception as recover_exc:  # the embedded server could not restart
+            log.error("%s: %s", self.group, recover_exc)
+        await self._sleep(delay)
+
+    async def _group_lost(self, reconnect: Reconnect) -> None:
+        delay = reconnect.next_delay()
+        try:
+            await recreate_group(self._client, self.key, self.group, self._last_seen)
+            self._cursor = "0-0"
+        except RedisError as exc:
+            log.warning("%s: group re-creation failed (%s)", self.group, exc)
+        await self._sleep(delay)
+
+    # -- one entry ---------------------------------------------------------------------
+
+    def _dispatch(self, delivery: Delivery) -> None:
+        self._owned[delivery.stream_id] = delivery
+        self._free -= 1
+        task = asyncio.get_running_loop().create_task(self._process(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._free += 1
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: internal error", self.group, exc_info=task.exception())
+
+    async def _process(self, delivery: Delivery) -> None:
+        """decode → handle → ack, or release with backoff, or dead-letter."""
+        try:
+            envelope = parse_fields(delivery.stream_id, delivery.fields)
+            cls = self._event_class(envelope)
+            if cls is None:  # another group's redelivery, or a type this handler skips
+                self._succeeded(delivery, skipped=True)
+                return
+            event = self._decoders.decode(envelope, cls)
+        except DecodeError as exc:
+            await self._dead_letter(
+                delivery, reason="undecodable", error_type="DecodeError", error=exc.reason
+            )
+            return
+        ctx = Context(
+            bus=self.bus,
+            stream=self.stream,
+            group=self.group,
+            handler=self.spec.name,
+            envelope=envelope,
+            delivery_count=delivery.count,
+        )
+        try:
+            await self._invoke(event, ctx)
+        except asyncio.CancelledError:
+            raise  # shutdown: stop() releases what is unfinished
+        except Exception as exc:
+            await self._failed(delivery, exc)
+        else:
+            self._succeeded(delivery)
+
+    def _event_class(self, envelope: Envelope) -> type[Event] | None:
+        if envelope.target is not None and envelope.target != self.group:
+            return None
+        cls = self._types.get(envelope.type)
+        if cls is not None:
+            return cls
+        if lookup(self.stream, envelope.type) is not None:
+            return None
+        raise DecodeError(
+            f"unknown event type {envelope.type!r} on stream {self.stream!r}: no Event class "
+            "in this worker declares it; import the module that declares it, then redrive "
+            "this entry from the dead-letter stream"
+        )
+
+    async def _invoke(self, event: Event, ctx: Context) -> None:
+        spec = self.spec
+        if self._executor is None:
+            awaitable = spec.call(event, ctx)
+            assert awaitable is not None
+            if spec.timeout_s is None:
+                await awaitable
+            else:
+                async with asyncio.timeout(spec.timeout_s):
+                    await awaitable
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, spec.call, event, ctx
+        )
+        # A timed-out sync handler's thread cannot be stopped; it is counted as failed.
+        await asyncio.wait_for(future, spec.timeout_s)
+
+    def _succeeded(self, delivery: Delivery, *, skipped: bool = False) -> None:
+        delivery.done = True
+        if skipped:
+            self.stats.skipped += 1
+        else:
+            self.stats.ok += 1
+            if delivery.count > 1:
+                self.stats.retried_ok += 1
+        self._acks.add(delivery.stream_id)
+
+    def _acked(self, stream_ids: list[str]) -> None:
+        for stream_id in stream_ids:
+            self._owned.pop(stream_id, None)
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        self.stats.errors += 1
+        error = _describe(exc, self.spec.timeout_s)
+        if delivery.count >= self.spec.max_attempts:
+            log.error(
+                "%s: %s failed on attempt %d of %d, dead-lettering: %s",
+                self.group, delivery.stream_id, delivery.count, self.spec.max_attempts, error,
+            )  # fmt: skip
+            await self._dead_letter(
+                delivery,
+                reason="failed",
+                error_type=type(exc).__name__,
+                error=error,
+                tb="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
+            )
+            return
+        delay = min(self.spec.backoff.delay(delivery.count), self.spec.lease_s)
+        log.warning(
+            "%s: %s failed on attempt %d of %d, retrying in %.1fs: %s",
+            self.group, delivery.stream_id, delivery.count, self.spec.max_attempts, delay, error,
+        )  # fmt: skip
+        await self._release([delivery], idle_ms=self._lease_ms - int(delay * 1000))
+
+    async def _release(
+        self, deliveries: list[Delivery], *, idle_ms: int, restore_count: bool = False
+    ) -> int:
+        """Hand entries back to the pending list, claimable when idle reaches the lease."""
+        args: list[Any] = [self.group, self.consumer, max(0, idle_ms)]
+        for d in deliveries:
+            args += [d.stream_id, max(0, d.count - 1) if restore_count else -1]
+        try:
+            released = int(await self._scripts.release(keys=[self.key], args=args))
+        except RedisError as exc:
+            # Still pending in Redis: reclaimed once its lease runs out. Nothing is lost.
+            log.warning("%s: release failed (%s); entries return after the lease", self.group, exc)
+            released = 0
+        for d in deliveries:
+            self._owned.pop(d.stream_id, None)
+        return released
+
+    async def _dead_letter(
+        self,
+        delivery: Delivery,
+        *,
+        reason: str,
+        error_type: str,
+        error: str,
+        tb: str = "",
+    ) -> None:
+        fields: list[Any] = []
+        for name, value in delivery.fields.items():
+            fields += [name, value]
+        fields += [
+            "dlq_group", self.group,
+            "dlq_handler", self.spec.name,
+            "dlq_stream_id", delivery.stream_id,
+            "dlq_reason", reason,
+            "dlq_error_type", error_type,
+            "dlq_error", error,
+            "dlq_traceback", tb,
+            "dlq_attempts", delivery.count,
+            "dlq_consumer", self.consumer,
+            "dlq_time", now_rfc3339(),
+        ]  # fmt: skip
+        try:
+            moved = await self._scripts.dead_letter(
+                keys=[self.key, self.dlq_key],
+                args=[self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen]
+                + fields,
+            )
+        except RedisError as exc:
+            # Still pending: reclaimed after the lease, and dead-lettered then.
+            log.error("%s: dead-lettering %s failed: %s", self.group, delivery.stream_id, exc)
+            moved = None
+        if moved:
+            self.stats.dead += 1
+            log.warning(
+                "%s: %s moved to %s (%s: %s)",
+                self.group, delivery.stream_id, self.dlq_key, reason, error,
+            )  # fmt: skip
+        self._owned.pop(delivery.stream_id, None)
+
+    # -- leases and hygiene ------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.spec.lease_s / 3
+        next_hygiene = loop.time() + self.settings.hygiene_interval_s
+        while not self._stopping:
+            await self._sleep(interval)
+            try:
+                await self._extend_leases()
+                if loop.time() >= next_hygiene:
+                    next_hygiene = loop.time() + self.settings.hygiene_interval_s
+                    await delete_idle_consumers(
+                        self._client,
+                        self._scripts,
+                        self.key,
+                        self.group,
+                        me=self.consumer,
+                        idle_ms=self.settings.consumer_idle_timeout_ms,
+                    )
+            except RedisError as exc:
+                log.debug("%s: lease extension failed: %s", self.group, exc)
+
+    async def _extend_leases(self) -> None:
+        ids = list(self._owned)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            lost = await self._scripts.heartbeat(
+                keys=[self.key], args=[self.group, self.consumer, *chunk]
+            )
+            for raw in lost:
+                stream_id = raw.decode()
+                held = self._owned.pop(stream_id, None)
+                if held is not None and not held.done:
+                    log.warning(
+                        "%s: lost the lease of %s (another consumer claimed it); "
+                        "it may be handled twice",
+                        self.group,
+                        stream_id,
+                    )
+
+
+def _describe(exc: BaseException, timeout_s: float | None) -> str:
+    if isinstance(exc, TimeoutError) and timeout_s is not None and not str(exc):
+        return f"handler exceeded its timeout of {timeout_s:g}s"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,143 @@
+"""The worker: runs every handler's group consumers and shuts them down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+from eventbus.bus import EventBus
+from eventbus.errors import ConfigurationError
+from eventbus.handlers import HandlerSpec
+from eventbus.router import Router
+from eventbus.worker.consumer import GroupConsumer
+from eventbus.worker.settings import WorkerSettings
+
+log = logging.getLogger("eventbus.worker")
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class Worker:
+    """Consumes every handler of an app, each through its own consumer group.
+
+        worker = Worker(bus, router)
+        await worker.run()          # until SIGTERM / SIGINT
+
+    or ``async with Worker(bus, router): ...`` to run it in the background.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        app: Router | Iterable[HandlerSpec],
+        *,
+        consumer: str | None = None,
+        settings: WorkerSettings | None = None,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings or WorkerSettings()
+        self.consumer_name = consumer or default_consumer_name()
+        specs = app.handlers if isinstance(app, Router) else list(app)
+        self.consumers: list[GroupConsumer] = []
+        seen: dict[tuple[str, str], str] = {}
+        for spec in specs:
+            group = spec.group(bus.service)
+            for stream in spec.streams:
+                other = seen.get((stream, group))
+                if other is not None:
+                    raise ConfigurationError(
+                        f"handler {spec.name!r}: group {group!r} on stream {stream!r} is also "
+                        f"used by handler {other!r}; give one of them another name= or group="
+                    )
+                seen[(stream, group)] = spec.name
+                self.consumers.append(
+                    GroupConsumer(bus, spec, stream, self.consumer_name, self.settings)
+                )
+        self._stop_requested: asyncio.Event | None = None
+        self._hurry = asyncio.Event()
+        self._started = False
+        self._stopped = False
+
+    async def start(self, *, timeout: float | None = None) -> None:
+        """Start every group consumer and wait until their groups exist in Redis."""
+        if self._started:
+            return
+        self._started = True
+        self._stop_requested = asyncio.Event()
+        for consumer in self.consumers:
+            consumer.start()
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(c.wait_ready() for c in self.consumers))
+        log.info(
+            "worker %s running %d group(s) on %s",
+            self.consumer_name,
+            len(self.consumers),
+            self.bus.display_url,
+        )
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Ask `run()` to stop (safe from signal handlers); `force` skips the grace period."""
+        if force:
+            self._hurry.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop reading, give in-flight handlers `grace` seconds, release the rest."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        grace_s = self.settings.grace_s if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace_s
+        await asyncio.gather(*(c.stop(deadline, self._hurry) for c in self.consumers))
+        log.info("worker %s stopped", self.consumer_name)
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Run until `request_stop()` or SIGTERM/SIGINT (a second signal skips the grace)."""
+        await self.start()
+        assert self._stop_requested is not None
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+        try:
+            await self._stop_requested.wait()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        assert self._stop_requested is not None
+        if self._stop_requested.is_set():
+            log.warning("%s again: stopping now, releasing in-flight entries", sig.name)
+            self.request_stop(force=True)
+            return
+        log.info("%s: stopping (grace %.0fs)", sig.name, self.settings.grace_s)
+        self.request_stop()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {f"{c.stream}/{c.group}": c.stats.as_dict() for c in self.consumers}
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,18 @@
+"""In-process counters of one group consumer (Prometheus metrics build on the same events)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class GroupStats:
+    ok: int = 0  # handled successfully (including after retries)
+    retried_ok: int = 0  # of those, succeeded on a later attempt
+    errors: int = 0  # handler failures (each failed attempt)
+    dead: int = 0  # moved to the dead-letter stream
+    skipped: int = 0  # acked without running (another group's redelivery, other types)
+    reclaimed: int = 0  # entries claimed by XAUTOCLAIM (retries and crash recovery)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
