@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
@@ -23,6 +23,7 @@ from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 log = logging.getLogger("eventbus.bus")
 
 ENV_URL = "EVENTBUS_REDIS_URL"
+DEFAULT_MAX_CONNECTIONS = 64
 
 
 def redact(url: str) -> str:
@@ -71,16 +72,21 @@ class EventBus:
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
         data_dir: str | os.PathLike[str] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> EventBus:
         """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
-        server for `data_dir` (started now if none runs there)."""
+        server for `data_dir` (started now if none runs there).
+
+        `max_connections` bounds the shared pool (publishes and worker commands);
+        past it, callers wait for a free connection.
+        """
         url = url or os.environ.get(ENV_URL) or None
         embedded = None
         if url is None:
             embedded = EmbeddedRedis(data_dir)
             url = embedded.ensure()
         return cls(
-            make_client(url),
+            make_client(url, max_connections),
             service=service,
             prefix=prefix,
             encoding=encoding,
@@ -167,6 +173,7 @@ class EventBus:
         headers: dict[str, str] | None = None,
     ) -> str:
         """Append `event` to its stream; returns the stream id once Redis has it."""
+        self._check_open()
         stream_name, args = self._entry(event, key, stream, headers)
         try:
             stream_id = await self._redis.execute_command(*args)
@@ -178,6 +185,7 @@ class EventBus:
 
     async def publish_many(self, events: Sequence[Event]) -> list[str]:
         """Publish several events in one pipelined round trip; ids in order."""
+        self._check_open()
         if not events:
             return []
         entries = [self._entry(event, None, None, None) for event in events]
@@ -197,6 +205,10 @@ class EventBus:
         return [_text(r) for r in results]
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PublishError("the bus is closed; publish before aclose(), or build a new bus")
 
     async def aclose(self) -> None:
         """Close connections; stop the embedded server if this process started it."""
@@ -219,12 +231,16 @@ class EventBus:
         await self.aclose()
 
 
-def make_client(url: str) -> Redis:
+def make_client(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Redis:
     """The shared client: a pool; one quick internal retry so a connection dropped by a
     server restart is replaced transparently. Longer outages surface as errors."""
     try:
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
+            # beyond this many commands in flight, callers queue for a connection
+            # instead of failing with "Too many connections"
+            max_connections=max_connections,
+            timeout=20,
             socket_timeout=10,
             socket_connect_timeout=5,
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
@@ -234,6 +250,7 @@ def make_client(url: str) -> Redis:
             f"invalid Redis URL {redact(url)!r}: {exc}; expected redis://host:port/db, "
             "rediss://..., or unix:///path/to/redis.sock"
         ) from None
+    return Redis.from_pool(pool)
 
 
 def _text(value: bytes | str) -> str:

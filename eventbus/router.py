@@ -36,11 +36,33 @@ SUBSCRIBE_OPTIONS = (
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
+# names other frameworks use for our options
+_ALIASES = {
+    "max_retry": "max_attempts",
+    "max_retries": "max_attempts",
+    "retries": "max_attempts",
+    "attempts": "max_attempts",
+    "workers": "concurrency",
+    "parallelism": "concurrency",
+    "prefetch": "concurrency",
+    "max_concurrency": "concurrency",
+    "consumer_group": "group",
+    "group_name": "group",
+    "visibility_timeout": "lease",
+    "ack_wait": "lease",
+    "ack_timeout": "lease",
+    "retry_backoff": "backoff",
+    "start": "start_from",
+    "offset": "start_from",
+}
+
+
 def _unknown_options(what: str, unknown: dict[str, Any], known: Iterable[str]) -> None:
     if not unknown:
         return
     name = next(iter(unknown))
-    close = difflib.get_close_matches(name, list(known), n=1)
+    known = list(known)
+    close = [_ALIASES[name]] if name in _ALIASES else difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigurationError(
         f"{what}: unknown option {name!r}{hint} (known options: {', '.join(known)})"

@@ -229,9 +229,12 @@ class GroupConsumer:
                     await self._wait_for_slot()
                     continue
                 if loop.time() >= next_reclaim:
-                    await self._reclaim()
-                    jitter = random.uniform(0.8, 1.2)
-                    next_reclaim = loop.time() + self.settings.reclaim_interval_s * jitter
+                    claimed = await self._reclaim()
+                    # more may be waiting: come back soon, after one read
+                    interval = 0.0 if claimed else self.settings.reclaim_interval_s
+                    next_reclaim = loop.time() + interval * random.uniform(0.8, 1.2)
+                    if claimed and self._free > 0:
+                        await self._read(1)
                     continue
                 block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
                 await self._read(max(1, block_ms))
@@ -246,6 +249,11 @@ class GroupConsumer:
                     delay = reconnect.next_delay()
                     log.error("%s: Redis error %s; retrying in %.1fs", self.group, exc, delay)
                     await self._sleep(delay)
+            except Exception:
+                # never let the reader die: a dead reader silently stops the group
+                delay = reconnect.next_delay()
+                log.exception("%s: unexpected error in the read loop; retrying", self.group)
+                await self._sleep(delay)
 
     async def _setup(self) -> None:
         created = await create_group(
@@ -278,8 +286,8 @@ class GroupConsumer:
             self._last_seen = stream_id
             self._dispatch(Delivery(stream_id, fields, 1))
 
-    async def _reclaim(self) -> None:
-        """XAUTOCLAIM entries idle past the lease, up to our free slots."""
+    async def _reclaim(self) -> int:
+        """XAUTOCLAIM entries idle past the lease, up to our free slots; how many."""
         result = await self._reader_scripts.reclaim(
             keys=[self.key],
             args=[self.group, self.consumer, self._lease_ms, self._cursor, self._free],
@@ -308,6 +316,7 @@ class GroupConsumer:
                 )
             else:
                 self._dispatch(delivery)
+        return len(result) - 1
 
     async def _connection_lost(self, exc: BaseException, reconnect: Reconnect) -> None:
         delay = reconnect.next_delay()

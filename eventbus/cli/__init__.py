@@ -1,0 +1,1 @@
+"""The ``eventbus`` command line."""

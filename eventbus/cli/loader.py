@@ -1,0 +1,59 @@
+"""Load an app (``module:attribute`` or ``module``) for the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from eventbus.errors import ConfigurationError
+from eventbus.router import Router, default_router
+
+
+def load_app(spec: str) -> Router:
+    """The Router named by `spec`: ``pkg.module:router``, or ``pkg.module`` (its ``router``
+    attribute, its only Router, or the default router its handlers used)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ConfigurationError(f"app {spec!r}: expected 'module:router' or 'module'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigurationError(
+                f"app {spec!r}: no module named {exc.name!r} (run from the directory that "
+                "contains it, or install its package)"
+            ) from None
+        raise
+    if attr:
+        obj = getattr(module, attr, None)
+        if obj is None:
+            raise ConfigurationError(f"app {spec!r}: module {module_name!r} has no {attr!r}")
+        if not isinstance(obj, Router):
+            raise ConfigurationError(
+                f"app {spec!r}: {attr!r} is a {type(obj).__name__}, not an eventbus Router"
+            )
+        return obj
+    candidate = getattr(module, "router", None)
+    if isinstance(candidate, Router):
+        return candidate
+    routers = [v for v in vars(module).values() if isinstance(v, Router)]
+    if len(routers) == 1:
+        return routers[0]
+    if len(routers) > 1:
+        raise ConfigurationError(
+            f"app {spec!r}: module has several Routers; name one as '{module_name}:<name>'"
+        )
+    if default_router.handlers:
+        return default_router
+    raise ConfigurationError(
+        f"app {spec!r}: module {module_name!r} declares no handlers (no Router, and nothing "
+        "used @eventbus.subscribe)"
+    )
+
+
+def service_name(spec: str) -> str:
+    """Default service name for an app: its top-level package name."""
+    return spec.partition(":")[0].split(".")[0] or "eventbus"

@@ -1,0 +1,157 @@
+"""``eventbus``: run workers, try the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from eventbus import __version__
+from eventbus.errors import EventBusError
+from eventbus.keys import DEFAULT_PREFIX
+
+log = logging.getLogger("eventbus.cli")
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    conn = common.add_argument_group("connection")
+    conn.add_argument(
+        "--redis-url",
+        default=os.environ.get("EVENTBUS_REDIS_URL"),
+        metavar="URL",
+        help="Redis URL (redis://, rediss://, unix://); default $EVENTBUS_REDIS_URL, "
+        "else the embedded server of --data-dir",
+    )
+    conn.add_argument(
+        "--data-dir",
+        default=os.environ.get("EVENTBUS_DATA_DIR", ".eventbus"),
+        metavar="DIR",
+        help="data directory of the embedded Redis (default ./.eventbus, $EVENTBUS_DATA_DIR)",
+    )
+    conn.add_argument(
+        "--prefix",
+        default=os.environ.get("EVENTBUS_PREFIX", DEFAULT_PREFIX),
+        help=f"key prefix (default {DEFAULT_PREFIX!r}, $EVENTBUS_PREFIX)",
+    )
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="eventbus",
+        description="Typed events on Redis Streams: every handler reads through its own "
+        "consumer group; delivery is at-least-once with retries and dead letters in Redis.",
+        epilog="Run 'eventbus COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a worker for an app's handlers",
+        description="Run a worker: every handler of APP consumes through its own consumer "
+        "group until SIGTERM/SIGINT, then in-flight handlers get --grace seconds to finish "
+        "and the rest are released for other workers (a second signal stops at once).",
+    )
+    run.add_argument("app", metavar="APP", help="'package.module:router' or 'package.module'")
+    run.add_argument("--service", help="service name, the group prefix (default: APP's package)")
+    run.add_argument("--consumer", help="consumer name (default: host-pid-random)")
+    run.add_argument(
+        "--grace", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="shutdown grace period for in-flight handlers (default 30)",
+    )  # fmt: skip
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the sample notes app end to end and print a summary",
+        description="Publish notes events to the sample app in handlers/ (a note store, a "
+        "search index, an audit log and a notifier that fails on poison notes), wait until "
+        "every group has settled every event, and summarise what Redis holds.",
+    )
+    demo.add_argument(
+        "--events", type=_positive_int, default=3000, metavar="N",
+        help="how many events to publish (default 3000)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+        help="give up waiting for the groups after this long (default 120)",
+    )  # fmt: skip
+    demo.set_defaults(prefix_default="demo")
+    return parser
+
+
+def _command(name: str) -> Command:
+    if name == "run":
+        from eventbus.cli.run import run
+
+        return run
+    from eventbus.cli.demo import run_demo
+
+    return run_demo
+
+
+def _run_async(command: Command, args: argparse.Namespace) -> int:
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return asyncio.run(command(args))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(command(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and "--prefix" not in (argv or sys.argv):
+        args.prefix = "demo"
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "demo" and "--log-level" not in (argv or sys.argv):
+        # the summary tells the story; handler failures are part of the show
+        logging.getLogger("eventbus").setLevel(logging.CRITICAL)
+    try:
+        return _run_async(_command(args.command), args)
+    except EventBusError as exc:
+        print(f"eventbus: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

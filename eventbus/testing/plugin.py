@@ -1,0 +1,59 @@
+"""pytest fixtures (registered through the ``pytest11`` entry point).
+
+- ``eventbus_redis_url`` (session): a real Redis for the session (see `test_redis_url`).
+- ``eventbus_prefix``: a fresh key prefix per test.
+- ``eventbus_bus``: an `EventBus` on that Redis and prefix, closed after the test
+  (needs pytest-asyncio).
+- ``redis_server_factory``: start extra `RedisServer`s a test may kill and restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from eventbus.bus import EventBus
+from eventbus.testing.helpers import unique_prefix
+from eventbus.testing.server import RedisServer, test_redis_url
+
+
+@pytest.fixture(scope="session")
+def eventbus_redis_url() -> Iterator[str]:
+    with test_redis_url() as url:
+        yield url
+
+
+@pytest.fixture
+def eventbus_prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - fixtures below need pytest-asyncio
+    pass
+else:
+
+    @pytest_asyncio.fixture
+    async def eventbus_bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
+        bus = EventBus.from_url(eventbus_redis_url, service="test", prefix=eventbus_prefix)
+        try:
+            yield bus
+        finally:
+            await bus.aclose()

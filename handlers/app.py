@@ -1,0 +1,71 @@
+"""Handlers of the sample app: four groups on the notes stream, isolated from each other."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+
+from eventbus import Backoff, Context, Router
+from handlers.events import NoteCreated, NoteDeleted
+from handlers.store import NoteStore, words
+
+router = Router()
+
+
+def store(ctx: Context) -> NoteStore:
+    return NoteStore(ctx.bus.redis, ctx.bus.keys.prefix)
+
+
+@router.subscribe(name="note-store", concurrency=32)
+async def save_note(event: NoteCreated | NoteDeleted, ctx: Context) -> None:
+    """Keeps the notes themselves."""
+    if isinstance(event, NoteCreated):
+        await store(ctx).save(event)
+    else:
+        await store(ctx).delete(event.note_id)
+
+
+@router.subscribe(name="search-index", concurrency=32)
+async def index_note(event: NoteCreated, ctx: Context) -> None:
+    """Indexes every word of a note's title and body."""
+    await store(ctx).index(event)
+
+
+@router.subscribe(name="audit-log", concurrency=8)
+async def audit_log(event: NoteCreated | NoteDeleted, ctx: Context) -> None:
+    """Appends a line per event to the audit log."""
+    what = "created" if isinstance(event, NoteCreated) else "deleted"
+    await store(ctx).audit(f"{ctx.stream_id} {what} {event.note_id} from {ctx.source}")
+
+
+class Outbox:
+    """Stands in for a mail server: remembers what was sent (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent: list[str] = []
+
+    def send(self, text: str) -> None:
+        with self._lock:
+            self.sent.append(text)
+
+
+outbox = Outbox()
+
+
+def is_flaky(note_id: str) -> bool:
+    """About 2% of notes hit a transient failure on their first delivery."""
+    return zlib.crc32(note_id.encode()) % 50 == 0
+
+
+@router.subscribe(
+    name="notifier", concurrency=8, max_attempts=3, backoff=Backoff(initial=0.2, maximum=1.0)
+)
+def notify_followers(event: NoteCreated, ctx: Context) -> None:
+    """A sync handler (runs in its own thread pool): fails for good on poison notes,
+    and once on flaky ones, to show retries and the dead-letter stream."""
+    if "poison" in words(event.title):
+        raise ValueError(f"cannot render a notification for note {event.note_id}: poison")
+    if is_flaky(event.note_id) and ctx.attempt == 1:
+        raise ConnectionError("mail server timed out (transient)")
+    outbox.send(f"{event.author} posted {event.title!r}")
