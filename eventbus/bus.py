@@ -14,9 +14,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from eventbus.backoff import Reconnect
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding, build_fields, check_headers, content_type, encode_payload
-from eventbus.errors import ConfigurationError, EventTypeError, PublishError
+from eventbus.errors import ConfigurationError, ConnectionFailed, EventTypeError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 
@@ -80,6 +81,9 @@ class EventBus:
         `max_connections` bounds the shared pool (publishes and worker commands);
         past it, callers wait for a free connection.
         """
+        check_name("service", service)
+        Keys(prefix)  # validates the prefix before any server starts
+        content_type(encoding)
         url = url or os.environ.get(ENV_URL) or None
         embedded = None
         if url is None:
@@ -117,6 +121,24 @@ class EventBus:
             socket_connect_timeout=5,
             retry=Retry(NoBackoff(), 0),
         )
+
+    async def check_connection(self, timeout: float = 10.0) -> None:
+        """PING until Redis answers; after `timeout` seconds raise ConnectionFailed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        reconnect = Reconnect(maximum=1.0)
+        while True:
+            try:
+                await self._redis.ping()
+                return
+            except (RedisError, OSError) as exc:
+                delay = reconnect.next_delay()
+                if loop.time() + delay > deadline:
+                    raise ConnectionFailed(
+                        f"cannot reach Redis at {self.display_url} ({exc or type(exc).__name__}); "
+                        "check --redis-url / EVENTBUS_REDIS_URL and that the server is up"
+                    ) from exc
+                await asyncio.sleep(delay)
 
     async def recover(self) -> None:
         """After a connection failure: restart the embedded server if it is ours to run."""

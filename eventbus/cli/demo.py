@@ -27,7 +27,7 @@ def demo_events(count: int) -> list[Event]:
     while len(events) < count:
         n += 1
         note_id = f"note-{n}"
-        poison = n % POISON_EVERY == POISON_EVERY // 2 or (count < POISON_EVERY and n == 1)
+        poison = n % POISON_EVERY == min(POISON_EVERY, count) // 2
         title = f"poison pill {n}" if poison else f"shopping list {n}"
         events.append(
             NoteCreated(
@@ -87,6 +87,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             else bus.display_url
         )
         out.write(f"eventbus demo on {where}, key prefix {args.prefix!r}\n")
+        await bus.check_connection(args.connect_timeout)
         await reset(bus)
         worker = Worker(bus, router, settings=WorkerSettings(grace=5))
         await worker.start(timeout=30)

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EVENTBUS_PREFIX", DEFAULT_PREFIX),
         help=f"key prefix (default {DEFAULT_PREFIX!r}, $EVENTBUS_PREFIX)",
     )
+    conn.add_argument(
+        "--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+        help="give up if Redis does not answer within this long at start (default 10)",
+    )  # fmt: skip
     common.add_argument(
         "--log-level",
         default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),

@@ -19,6 +19,7 @@ async def run(args: argparse.Namespace) -> int:
         args.redis_url, service=service, prefix=args.prefix, data_dir=args.data_dir
     )
     try:
+        await bus.check_connection(args.connect_timeout)
         worker = Worker(
             bus, router, consumer=args.consumer, settings=WorkerSettings(grace=args.grace)
         )

@@ -1,0 +1,110 @@
+"""The command line: help, errors without tracebacks, the demo end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def eventbus(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "EVENTBUS_REDIS_URL"}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus.cli.main", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help() -> None:
+    result = eventbus("--help")
+    assert result.returncode == 0
+    assert "run" in result.stdout and "demo" in result.stdout
+    for command in ("run", "demo"):
+        sub = eventbus(command, "--help")
+        assert sub.returncode == 0
+        assert "--redis-url" in sub.stdout and "--prefix" in sub.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no_such_module"], "no module named 'no_such_module'"),
+        (["run", "tests.apps.events"], "declares no handlers"),
+        (["run", "tests.apps.recorder:nope"], "has no 'nope'"),
+        (["run", "tests.apps.recorder:DELAY"], "is a float, not an eventbus Router"),
+        (
+            ["run", "tests.apps.recorder", "--redis-url", "redis://127.0.0.1:1", "--connect-timeout", "0.5"],
+            "cannot reach Redis at redis://127.0.0.1:1",
+        ),
+        (["run", "tests.apps.recorder", "--redis-url", "http://x"], "invalid Redis URL"),
+        (["run", "tests.apps.recorder", "--prefix", "a b"], "invalid prefix name"),
+    ],
+)
+def test_user_mistakes_get_one_clear_line(args: list[str], message: str) -> None:
+    result = eventbus(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    result = eventbus("run", "handlers", "--grace", "soon")
+    assert result.returncode == 2
+    assert "expected a number of seconds" in result.stderr
+    assert eventbus("nope").returncode == 2
+
+
+def test_password_is_not_printed() -> None:
+    result = eventbus(
+        "run", "handlers", "--redis-url", "redis://user:s3cret@127.0.0.1:1/0",
+        "--connect-timeout", "0.2",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "s3cret" not in result.stderr and "user:***@127.0.0.1:1" in result.stderr
+
+
+def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
+    result = eventbus("demo", "--events", "600", "--data-dir", str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "embedded Redis" in out
+    assert "Summary (read from Redis): 600 events published" in out
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in out.splitlines()
+        if line.strip().startswith("notes-demo.")
+    }
+    assert set(rows) >= {
+        "notes-demo.note-store", "notes-demo.search-index", "notes-demo.audit-log",
+        "notes-demo.notifier",
+    }  # fmt: skip
+    # handled, retried, dead, pending, lag
+    assert rows["notes-demo.note-store"][0] == "600"
+    assert rows["notes-demo.notifier"][2] == "1"  # the poison note
+    assert all(r[3] == "0" and r[4] == "0" for r in rows.values())
+    assert "holds 1 entries" in out
+    # the embedded server stopped with the demo
+    assert not (tmp_path / "redis.sock").exists() or not socket_answers(tmp_path / "redis.sock")
+
+
+def socket_answers(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
