@@ -1,14 +1,14 @@
 """eventbus: typed events on Redis Streams, fanout with isolation, nothing lost.
 
-    from eventbus import Event, EventBus, Router, Context
+from eventbus import Event, EventBus, Router, Context
 
-    class NoteCreated(Event, stream="notes"):
-        note_id: str
+class NoteCreated(Event, stream="notes"):
+    note_id: str
 
-    router = Router()
+router = Router()
 
-    @router.subscribe(max_attempts=5)
-    async def index_note(event: NoteCreated, ctx: Context) -> None: ...
+@router.subscribe(max_attempts=5)
+async def index_note(event: NoteCreated, ctx: Context) -> None: ...
 """
 
 from eventbus.backoff import Backoff

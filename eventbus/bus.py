@@ -87,7 +87,7 @@ class EventBus:
         url = url or os.environ.get(ENV_URL) or None
         embedded = None
         if url is None:
-            embedded = EmbeddedRedis(data_dir)
+            embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
             url = embedded.ensure()
         return cls(
             make_client(url, max_connections),
@@ -198,7 +198,7 @@ class EventBus:
         self._check_open()
         stream_name, args = self._entry(event, key, stream, headers)
         try:
-            stream_id = await self._redis.execute_command(*args)
+            stream_id = await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except RedisError as exc:
             raise PublishError(
                 f"publishing {type(event).__name__} to stream {stream_name!r} failed: {exc}"

@@ -179,7 +179,7 @@ class EmbeddedRedis:
             "--logfile", str(log_file.resolve()),
         ]  # fmt: skip
         in_main_thread = threading.current_thread() is threading.main_thread()
-        self._process = subprocess.Popen(  # noqa: S603 - the binary is found above
+        self._process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

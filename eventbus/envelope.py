@@ -20,9 +20,7 @@ from eventbus.events import Event
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
-_MSGPACK_ALIASES: Final = frozenset(
-    {MSGPACK, "application/x-msgpack", "application/vnd.msgpack"}
-)
+_MSGPACK_ALIASES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 HEADER_PREFIX: Final = "h:"
 _HEADER_PREFIX_B: Final = HEADER_PREFIX.encode()
 

@@ -35,7 +35,7 @@ class EventMeta(msgspec.StructMeta):
         /,
         *,
         stream: str | None = None,
-        type: str | None = None,  # noqa: A002 - mirrors the CloudEvents attribute
+        type: str | None = None,
         **kwargs: Any,
     ) -> EventMeta:
         kwargs.setdefault("frozen", True)
@@ -61,7 +61,7 @@ class Event(msgspec.Struct, metaclass=EventMeta, frozen=True):
         cls,
         *,
         stream: str | None = None,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         **kwargs: Any,
     ) -> None:
         # The keywords are consumed by EventMeta; this signature is for type checkers.

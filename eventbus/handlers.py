@@ -152,9 +152,7 @@ def check_options(
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ConfigurationError(f"{what}: concurrency must be an int >= 1, got {concurrency!r}")
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise ConfigurationError(
-            f"{what}: max_attempts must be an int >= 1, got {max_attempts!r}"
-        )
+        raise ConfigurationError(f"{what}: max_attempts must be an int >= 1, got {max_attempts!r}")
     if start_from not in ("new", "beginning") and not isinstance(start_from, datetime):
         raise ConfigurationError(
             f"{what}: start_from must be 'new', 'beginning' or a datetime, got {start_from!r}"

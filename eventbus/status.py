@@ -43,7 +43,9 @@ class StreamInfo:
     dead_by_group: dict[str, int] = field(default_factory=dict)
 
 
-async def stream_info(client: Redis, keys: Keys, stream: str, *, dlq_scan: int = 10_000) -> StreamInfo:
+async def stream_info(
+    client: Redis, keys: Keys, stream: str, *, dlq_scan: int = 10_000
+) -> StreamInfo:
     """The stream, its groups, and its dead letters (counted per group, up to `dlq_scan`)."""
     key = keys.stream(stream)
     try:
@@ -67,7 +69,8 @@ async def stream_info(client: Redis, keys: Keys, stream: str, *, dlq_scan: int =
     dlq_length = int(await client.xlen(dlq_key))
     dead: Counter[str] = Counter()
     if dlq_length:
-        for _, fields in await client.xrange(dlq_key, count=dlq_scan):
+        entries: Any = await client.xrange(dlq_key, count=dlq_scan)
+        for _, fields in entries:
             dead[_text(fields.get(b"dlq_group", b"?"))] += 1
     first = info.get("first-entry")
     last = info.get("last-entry")

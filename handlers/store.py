@@ -46,7 +46,8 @@ class NoteStore:
         await pipe.execute()
 
     async def search(self, word: str) -> set[str]:
-        return {m.decode() for m in await self.redis.smembers(self.index_key(word.lower()))}
+        members: set[bytes] = await self.redis.smembers(self.index_key(word.lower()))  # type: ignore[assignment]
+        return {m.decode() for m in members}
 
     async def audit(self, line: str) -> None:
         await self.redis.rpush(self.audit_key, line)

@@ -44,7 +44,14 @@ def test_help() -> None:
         (["run", "tests.apps.recorder:nope"], "has no 'nope'"),
         (["run", "tests.apps.recorder:DELAY"], "is a float, not an eventbus Router"),
         (
-            ["run", "tests.apps.recorder", "--redis-url", "redis://127.0.0.1:1", "--connect-timeout", "0.5"],
+            [
+                "run",
+                "tests.apps.recorder",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--connect-timeout",
+                "0.5",
+            ],
             "cannot reach Redis at redis://127.0.0.1:1",
         ),
         (["run", "tests.apps.recorder", "--redis-url", "http://x"], "invalid Redis URL"),

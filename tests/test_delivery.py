@@ -39,7 +39,9 @@ async def test_poison_entry_ends_in_dlq_after_max_attempts(bus: EventBus) -> Non
     assert "Traceback" in dead["dlq_traceback"] and "cannot handle job 13" in dead["dlq_traceback"]
     assert dead["dlq_attempts"] == "3"
     # the original envelope travels with it
-    assert dead["type"] == "Job" and dead["key"] == "k13" and dead["data"] == '{"n":13,"payload":""}'
+    assert (
+        dead["type"] == "Job" and dead["key"] == "k13" and dead["data"] == '{"n":13,"payload":""}'
+    )
 
 
 async def test_undecodable_and_unknown_types_go_to_dlq_at_once(bus: EventBus) -> None:
@@ -339,7 +341,9 @@ async def test_group_destroyed_while_running_is_recreated(bus: EventBus) -> None
     # resumed after the last entry it had seen: 1 is not handled twice
 
 
-async def test_stream_flushed_while_running(redis_server_factory: Callable[..., RedisServer]) -> None:
+async def test_stream_flushed_while_running(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
     """FLUSHALL (or a restart without persistence): the group is re-created and
     everything published afterwards is delivered."""
     server = redis_server_factory()

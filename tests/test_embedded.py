@@ -117,7 +117,7 @@ def test_long_data_dir_paths_get_a_short_socket(tmp_path: Path) -> None:
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EVENTBUS_REDIS_SERVER", str(tmp_path / "no-such-redis-server"))
-    with pytest.raises(EmbeddedServerError, match="no redis-server found.*eventbus\\[embedded\\]"):
+    with pytest.raises(EmbeddedServerError, match=r"no redis-server found.*eventbus\[embedded\]"):
         EmbeddedRedis(tmp_path).ensure()
 
 

@@ -19,9 +19,7 @@ GROUP = "tests.recorder"  # `eventbus run tests.apps.recorder`: service "tests"
 pytestmark = pytest.mark.timeout(120)
 
 
-def start_worker(
-    processes: Processes, url: str, prefix: str, consumer: str, **env: str
-) -> object:
+def start_worker(processes: Processes, url: str, prefix: str, consumer: str, **env: str) -> object:
     return processes.eventbus(
         "run", "tests.apps.recorder",
         "--redis-url", url, "--prefix", prefix, "--consumer", consumer, "--grace", "5",
@@ -63,7 +61,9 @@ async def test_sigkilled_worker_mid_batch_loses_nothing(
     elapsed = time.monotonic() - killed_at
     assert elapsed < lease + 10, f"took {elapsed:.1f}s after the kill"
     await wait_for(lambda: no_pending(bus, "jobs", GROUP), timeout=10)
-    calls = {int(k): int(v) for k, v in (await bus.redis.hgetall(f"{eventbus_prefix}:calls")).items()}
+    calls = {
+        int(k): int(v) for k, v in (await bus.redis.hgetall(f"{eventbus_prefix}:calls")).items()
+    }
     assert sorted(calls) == list(range(200))
     # what was in flight at the kill ran again in the rescuer
     assert any(v >= 2 for v in calls.values())
@@ -74,7 +74,9 @@ async def done_count_at_least(bus: EventBus, n: int) -> bool:
 
 
 async def test_redis_crash_and_restart_with_aof_loses_nothing(
-    redis_server_factory: Callable[..., RedisServer], processes: Processes, make_bus: Callable[..., EventBus]
+    redis_server_factory: Callable[..., RedisServer],
+    processes: Processes,
+    make_bus: Callable[..., EventBus],
 ) -> None:
     server = redis_server_factory(appendonly=True)
     bus = make_bus(server.url, "crash")
@@ -119,7 +121,9 @@ async def test_poison_that_crashes_the_process_is_dead_lettered(
         if worker.poll() is not None:  # type: ignore[attr-defined]
             assert worker.returncode == 17  # type: ignore[attr-defined]
             restarts += 1
-            worker = start_worker(processes, eventbus_redis_url, eventbus_prefix, f"w{restarts}", **env)
+            worker = start_worker(
+                processes, eventbus_redis_url, eventbus_prefix, f"w{restarts}", **env
+            )
         await asyncio.sleep(0.1)
     [dead] = await dlq_entries(bus, "jobs")
     assert dead["dlq_reason"] == "attempts_exhausted"
@@ -132,7 +136,11 @@ async def test_poison_that_crashes_the_process_is_dead_lettered(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_worker_process_stops_gracefully_on_signal(
-    eventbus_redis_url: str, eventbus_prefix: str, processes: Processes, bus: EventBus, sig: signal.Signals
+    eventbus_redis_url: str,
+    eventbus_prefix: str,
+    processes: Processes,
+    bus: EventBus,
+    sig: signal.Signals,
 ) -> None:
     worker = start_worker(processes, eventbus_redis_url, eventbus_prefix, "graceful", delay="0.3")
     await wait_for(lambda: group_exists(bus), timeout=20, message="worker start")

@@ -9,7 +9,7 @@ import pytest
 
 from eventbus import Context, EventBus, PublishError, Router, WorkerSettings
 from eventbus.testing import RedisServer, running_worker, wait_for
-from tests.apps.events import Job, Other, Ping, Pong
+from tests.apps.events import Job, Ping, Pong
 from tests.helpers import Seen, no_pending, pending_count
 
 FAST = WorkerSettings(grace=5, reclaim_interval=0.2)

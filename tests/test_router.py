@@ -73,7 +73,7 @@ def test_mistakes_raise_configuration_error(
 
 
 def test_error_names_the_handler() -> None:
-    with pytest.raises(ConfigurationError, match="handler 'tests.test_router.no_annotation'"):
+    with pytest.raises(ConfigurationError, match=r"handler 'tests\.test_router\.no_annotation'"):
         Router().subscribe(no_annotation)
 
 

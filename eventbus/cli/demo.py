@@ -130,9 +130,7 @@ async def wait_drained(
     deadline = time.monotonic() + timeout
     while True:
         info = await stream_info(bus.redis, bus.keys, "notes")
-        done = sum(
-            (g.entries_read or 0) - g.pending for g in info.groups if g.name in groups
-        )
+        done = sum((g.entries_read or 0) - g.pending for g in info.groups if g.name in groups)
         total = info.length * len(groups)
         progress.show(
             f"handled {done}/{total} deliveries, dead letters {info.dlq_length}",

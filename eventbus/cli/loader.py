@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from types import ModuleType
 
 from eventbus.errors import ConfigurationError
 from eventbus.router import Router, default_router
@@ -16,10 +17,17 @@ def load_app(spec: str) -> Router:
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise ConfigurationError(f"app {spec!r}: expected 'module:router' or 'module'")
+    module = _import(spec, module_name)
+    if attr:
+        return _named_router(spec, module, attr)
+    return _find_router(spec, module)
+
+
+def _import(spec: str, module_name: str) -> ModuleType:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ConfigurationError(
@@ -27,15 +35,21 @@ def load_app(spec: str) -> Router:
                 "contains it, or install its package)"
             ) from None
         raise
-    if attr:
-        obj = getattr(module, attr, None)
-        if obj is None:
-            raise ConfigurationError(f"app {spec!r}: module {module_name!r} has no {attr!r}")
-        if not isinstance(obj, Router):
-            raise ConfigurationError(
-                f"app {spec!r}: {attr!r} is a {type(obj).__name__}, not an eventbus Router"
-            )
-        return obj
+
+
+def _named_router(spec: str, module: ModuleType, attr: str) -> Router:
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ConfigurationError(f"app {spec!r}: module {module.__name__!r} has no {attr!r}")
+    if not isinstance(obj, Router):
+        raise ConfigurationError(
+            f"app {spec!r}: {attr!r} is a {type(obj).__name__}, not an eventbus Router"
+        )
+    return obj
+
+
+def _find_router(spec: str, module: ModuleType) -> Router:
+    module_name = module.__name__
     candidate = getattr(module, "router", None)
     if isinstance(candidate, Router):
         return candidate

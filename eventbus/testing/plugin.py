@@ -51,7 +51,9 @@ except ImportError:  # pragma: no cover - fixtures below need pytest-asyncio
 else:
 
     @pytest_asyncio.fixture
-    async def eventbus_bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
+    async def eventbus_bus(
+        eventbus_redis_url: str, eventbus_prefix: str
+    ) -> AsyncIterator[EventBus]:
         bus = EventBus.from_url(eventbus_redis_url, service="test", prefix=eventbus_prefix)
         try:
             yield bus

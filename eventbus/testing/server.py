@@ -79,7 +79,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> Self:
         if self.process is not None and self.process.poll() is None:
             return self
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             self._args(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -90,10 +90,9 @@ class RedisServer:
         try:
             while True:
                 with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        # with AOF, wait until the data set is loaded
-                        if client.info("persistence").get("loading", 0) == 0:
-                            return self
+                    # with AOF, wait until the data set is loaded
+                    if client.ping() and client.info("persistence").get("loading", 0) == 0:
+                        return self
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise EmbeddedServerError(
                         f"redis-server on port {self.port} did not start: {self.log_tail()}"

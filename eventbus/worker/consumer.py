@@ -17,6 +17,7 @@ The delivery protocol (DESIGN.md, "Delivery protocol"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import traceback
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
 
 from eventbus.backoff import Reconnect
 from eventbus.context import Context
@@ -186,10 +188,8 @@ class GroupConsumer:
             if reader.done():
                 return
             if self._reading and self._reader_id is not None:
-                try:
+                with contextlib.suppress(RedisError):
                     await self._client.client_unblock(self._reader_id)
-                except RedisError:
-                    pass
             await asyncio.wait({reader}, timeout=0.2)
         reader.cancel()
 
@@ -274,7 +274,7 @@ class GroupConsumer:
             self._reader_id = int(await self._reader.client_id())
         self._reading = True
         try:
-            response = await self._reader.xreadgroup(
+            response: Any = await self._reader.xreadgroup(
                 self.group, self.consumer, {self.key: ">"}, count=self._free, block=block_ms
             )
         finally:
@@ -413,9 +413,7 @@ class GroupConsumer:
                 async with asyncio.timeout(spec.timeout_s):
                     await awaitable
             return
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, spec.call, event, ctx
-        )
+        future = asyncio.get_running_loop().run_in_executor(self._executor, spec.call, event, ctx)
         # A timed-out sync handler's thread cannot be stopped; it is counted as failed.
         await asyncio.wait_for(future, spec.timeout_s)
 
@@ -482,7 +480,7 @@ class GroupConsumer:
         error: str,
         tb: str = "",
     ) -> None:
-        fields: list[Any] = []
+        fields: list[EncodableT] = []
         for name, value in delivery.fields.items():
             fields += [name, value]
         fields += [
@@ -498,10 +496,11 @@ class GroupConsumer:
             "dlq_time", now_rfc3339(),
         ]  # fmt: skip
         try:
+            head: list[EncodableT] = [
+                self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen
+            ]  # fmt: skip
             moved = await self._scripts.dead_letter(
-                keys=[self.key, self.dlq_key],
-                args=[self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen]
-                + fields,
+                keys=[self.key, self.dlq_key], args=head + fields
             )
         except RedisError as exc:
             # Still pending: reclaimed after the lease, and dead-lettered then.
