@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
@@ -24,7 +24,12 @@ from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 log = logging.getLogger("eventbus.bus")
 
 ENV_URL = "EVENTBUS_REDIS_URL"
-DEFAULT_MAX_CONNECTIONS = 64
+# Publishes in flight at once per bus; more wait their turn (backpressure) instead of
+# opening ever more connections.
+DEFAULT_MAX_PUBLISHING = 64
+# The pool's hard cap. Past it redis-py fails a command ("Too many connections"), so
+# it sits far above what the bus itself uses (publishes + a few per group).
+POOL_MAX_CONNECTIONS = 1024
 
 
 def redact(url: str) -> str:
@@ -53,6 +58,7 @@ class EventBus:
         encoding: Encoding = "json",
         url: str | None = None,
         embedded: EmbeddedRedis | None = None,
+        max_publishing: int = DEFAULT_MAX_PUBLISHING,
     ) -> None:
         check_name("service", service)
         self._redis = redis
@@ -63,6 +69,7 @@ class EventBus:
         self.url = url
         self.embedded = embedded
         self._closed = False
+        self._publishing = asyncio.Semaphore(max_publishing)
 
     @classmethod
     def from_url(
@@ -73,13 +80,13 @@ class EventBus:
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
         data_dir: str | os.PathLike[str] | None = None,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_publishing: int = DEFAULT_MAX_PUBLISHING,
     ) -> EventBus:
         """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
         server for `data_dir` (started now if none runs there).
 
-        `max_connections` bounds the shared pool (publishes and worker commands);
-        past it, callers wait for a free connection.
+        `max_publishing` bounds the publishes in flight at once (each holds a pooled
+        connection); past it, publishers wait their turn.
         """
         check_name("service", service)
         Keys(prefix)  # validates the prefix before any server starts
@@ -90,12 +97,13 @@ class EventBus:
             embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
             url = embedded.ensure()
         return cls(
-            make_client(url, max_connections),
+            make_client(url),
             service=service,
             prefix=prefix,
             encoding=encoding,
             url=url,
             embedded=embedded,
+            max_publishing=max_publishing,
         )
 
     @property
@@ -198,7 +206,8 @@ class EventBus:
         self._check_open()
         stream_name, args = self._entry(event, key, stream, headers)
         try:
-            stream_id = await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+            async with self._publishing:
+                stream_id = await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
         except RedisError as exc:
             raise PublishError(
                 f"publishing {type(event).__name__} to stream {stream_name!r} failed: {exc}"
@@ -215,7 +224,8 @@ class EventBus:
         for _, args in entries:
             pipe.execute_command(*args)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            async with self._publishing:
+                results = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
         failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
@@ -253,16 +263,13 @@ class EventBus:
         await self.aclose()
 
 
-def make_client(url: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Redis:
+def make_client(url: str) -> Redis:
     """The shared client: a pool; one quick internal retry so a connection dropped by a
     server restart is replaced transparently. Longer outages surface as errors."""
     try:
-        pool = BlockingConnectionPool.from_url(
+        pool = ConnectionPool.from_url(
             url,
-            # beyond this many commands in flight, callers queue for a connection
-            # instead of failing with "Too many connections"
-            max_connections=max_connections,
-            timeout=20,
+            max_connections=POOL_MAX_CONNECTIONS,
             socket_timeout=10,
             socket_connect_timeout=5,
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
