@@ -1,0 +1,56 @@
+"""The examples in docs/ are real programs: run them."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from eventbus import Backoff, Context, EventBus, Router
+from eventbus.testing import running_worker, wait_for
+from tests.apps.events import Job
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_quickstart(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    quickstart = load("quickstart")
+    await quickstart.main(eventbus_redis_url, prefix=eventbus_prefix)
+    assert quickstart.ledger == {"o-1": 4200}
+    assert len(quickstart.emails) == 2
+
+
+def test_testing_example_passes_under_pytest() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(EXAMPLES / "test_my_handlers.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+async def test_inspect_dead_letters(bus: EventBus, eventbus_redis_url: str) -> None:
+    example = load("inspect_dead_letters")
+    router = Router()
+
+    @router.subscribe(name="always-fails", max_attempts=1, backoff=Backoff(initial=0.01))
+    async def fail(event: Job, ctx: Context) -> None:
+        raise RuntimeError("nope")
+
+    async with running_worker(bus, router):
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: bus.redis.xlen(bus.keys.dlq("jobs")))
+    [dead] = await example.dead_letters(eventbus_redis_url, "jobs", bus.keys.prefix)
+    assert dead["dlq_error"] == "nope" and dead["dlq_group"] == "test.always-fails"
