@@ -1,6 +1,6 @@
 """Read the dead-letter stream with plain redis-py: every field is readable as is.
 
-    python docs/examples/inspect_dead_letters.py redis://localhost:6379/0 notes demo
+python docs/examples/inspect_dead_letters.py redis://localhost:6379/0 notes demo
 """
 
 from __future__ import annotations

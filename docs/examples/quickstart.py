@@ -1,7 +1,7 @@
 """Quickstart: declare events, subscribe handlers, publish, run a worker.
 
-    python docs/examples/quickstart.py            # embedded Redis in ./.eventbus
-    EVENTBUS_REDIS_URL=redis://localhost:6379/0 python docs/examples/quickstart.py
+python docs/examples/quickstart.py            # embedded Redis in ./.eventbus
+EVENTBUS_REDIS_URL=redis://localhost:6379/0 python docs/examples/quickstart.py
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ async def update_ledger(event: OrderPlaced | OrderCancelled) -> None:
 
 
 async def main(url: str | None = None, prefix: str = "quickstart") -> None:
-    async with EventBus.from_url(url, service="shop", prefix=prefix) as bus:
-        async with running_worker(bus, router):
-            await bus.publish(OrderPlaced(order_id="o-1", total_cents=4200), key="o-1")
-            await bus.publish(OrderPlaced(order_id="o-2", total_cents=990))
-            await bus.publish(OrderCancelled(order_id="o-2", reason="changed mind"))
-            await wait_for(lambda: len(emails) == 2 and ledger == {"o-1": 4200})
+    bus = EventBus.from_url(url, service="shop", prefix=prefix)  # url None: embedded
+    async with bus, running_worker(bus, router):
+        await bus.publish(OrderPlaced(order_id="o-1", total_cents=4200), key="o-1")
+        await bus.publish(OrderPlaced(order_id="o-2", total_cents=990))
+        await bus.publish(OrderCancelled(order_id="o-2", reason="changed mind"))
+        await wait_for(lambda: len(emails) == 2 and ledger == {"o-1": 4200})
     print(emails, ledger)
 
 
