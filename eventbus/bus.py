@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
@@ -20,6 +20,7 @@ from eventbus.envelope import Encoding, build_fields, check_headers, content_typ
 from eventbus.errors import ConfigurationError, ConnectionFailed, EventTypeError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.wire import Pooled, pack
 
 log = logging.getLogger("eventbus.bus")
 
@@ -70,6 +71,7 @@ class EventBus:
         self.embedded = embedded
         self._closed = False
         self._publishing = asyncio.Semaphore(max_publishing)
+        self._wire = Pooled(redis)
 
     @classmethod
     def from_url(
@@ -114,21 +116,6 @@ class EventBus:
     @property
     def display_url(self) -> str:
         return redact(self.url) if self.url else "<client>"
-
-    def new_client(self, *, socket_timeout: float | None = None) -> Redis:
-        """A dedicated single-connection client (for blocking reads), no internal retries."""
-        if self.url is None:
-            kwargs = dict(self._redis.connection_pool.connection_kwargs)
-            kwargs.pop("retry", None)
-            kwargs["socket_timeout"] = socket_timeout
-            return Redis(**kwargs, single_connection_client=True, retry=Retry(NoBackoff(), 0))
-        return Redis.from_url(
-            self.url,
-            single_connection_client=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=5,
-            retry=Retry(NoBackoff(), 0),
-        )
 
     async def check_connection(self, timeout: float = 10.0) -> None:
         """PING until Redis answers; after `timeout` seconds raise ConnectionFailed."""
@@ -207,7 +194,7 @@ class EventBus:
         stream_name, args = self._entry(event, key, stream, headers)
         try:
             async with self._publishing:
-                stream_id = await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+                stream_id = await self._wire.call(*args)
         except RedisError as exc:
             raise PublishError(
                 f"publishing {type(event).__name__} to stream {stream_name!r} failed: {exc}"
@@ -220,12 +207,10 @@ class EventBus:
         if not events:
             return []
         entries = [self._entry(event, None, None, None) for event in events]
-        pipe = self._redis.pipeline(transaction=False)
-        for _, args in entries:
-            pipe.execute_command(*args)
+        payload = b"".join(pack(args) for _, args in entries)
         try:
             async with self._publishing:
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._wire.request(payload, len(entries))
         except RedisError as exc:
             raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
         failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
@@ -270,6 +255,8 @@ def make_client(url: str) -> Redis:
         pool = ConnectionPool.from_url(
             url,
             max_connections=POOL_MAX_CONNECTIONS,
+            # RESP2: eventbus.wire reads raw replies and relies on their shapes
+            protocol=2,
             socket_timeout=10,
             socket_connect_timeout=5,
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),

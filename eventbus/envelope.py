@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -153,36 +154,50 @@ class Envelope(msgspec.Struct, frozen=True):
         return self.ct is not None and self.ct in _MSGPACK_ALIASES
 
 
-_TEXT_FIELDS: Final = frozenset(
-    {"id", "type", "source", "time", "key", "ct", "traceparent", "tracestate", "target", "sig"}
-)
+_TEXT_FIELDS: Final = {
+    name.encode(): name
+    for name in ("id", "type", "source", "time", "key", "ct", "traceparent", "tracestate",
+                 "target", "sig")
+}  # fmt: skip
 
 
-def parse_fields(stream_id: str, fields: dict[bytes, bytes]) -> Envelope:
-    """Parse raw entry fields; raises DecodeError naming what is missing or wrong."""
+def parse_fields(stream_id: str, fields: Sequence[bytes] | Mapping[bytes, bytes]) -> Envelope:
+    """Parse an entry's fields (the flat ``[name, value, ...]`` list Redis returns, or a
+    mapping); raises DecodeError naming what is missing or wrong."""
+    if isinstance(fields, Mapping):
+        fields = [item for pair in fields.items() for item in pair]
     attrs: dict[str, Any] = {}
     headers: dict[str, str] = {}
     data: bytes | None = None
+    pairs = iter(fields)
     try:
-        for raw_name, raw_value in fields.items():
+        for raw_name, raw_value in zip(pairs, pairs, strict=True):
             if raw_name == b"data":
                 data = raw_value
                 continue
-            name = raw_name.decode()
-            if name in _TEXT_FIELDS:
+            name = _TEXT_FIELDS.get(raw_name)
+            if name is not None:
                 attrs[name] = raw_value.decode()
             elif raw_name.startswith(_HEADER_PREFIX_B):
-                headers[name[len(HEADER_PREFIX) :]] = raw_value.decode()
+                headers[raw_name[len(_HEADER_PREFIX_B) :].decode()] = raw_value.decode()
     except UnicodeDecodeError as exc:
         raise DecodeError(f"entry {stream_id}: a text field is not UTF-8 ({exc})") from None
-    if "type" not in attrs or not attrs["type"]:
+    except ValueError:
+        raise DecodeError(f"entry {stream_id}: odd number of field names and values") from None
+    return Envelope(
+        stream_id=stream_id, data=_check_required(stream_id, attrs, data), headers=headers, **attrs
+    )
+
+
+def _check_required(stream_id: str, attrs: dict[str, Any], data: bytes | None) -> bytes:
+    if not attrs.get("type"):
         raise DecodeError(f"entry {stream_id} has no 'type' field")
     if data is None:
         raise DecodeError(f"entry {stream_id} has no 'data' field")
     ct = attrs.get("ct")
     if ct is not None and ct != JSON and ct not in _MSGPACK_ALIASES:
         raise DecodeError(f"entry {stream_id}: unsupported content type {ct!r}")
-    return Envelope(stream_id=stream_id, data=data, headers=headers, **attrs)
+    return data
 
 
 class PayloadDecoders:

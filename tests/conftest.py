@@ -92,4 +92,4 @@ def output_of(proc: subprocess.Popen[bytes]) -> str:
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
     # tests with real processes are the slow ones; keep them last
-    items.sort(key=lambda item: "fault" in item.nodeid)
+    items.sort(key=lambda item: item.path.name == "test_faults.py")

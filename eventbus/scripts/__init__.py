@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from eventbus.wire import Script
 
 
 def source(name: str) -> str:
@@ -16,18 +14,21 @@ def source(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    """The scripts registered on one client (EVALSHA with a NOSCRIPT fallback)."""
-
-    heartbeat: AsyncScript
-    release: AsyncScript
-    dead_letter: AsyncScript
-    reclaim: AsyncScript
-    delete_consumer: AsyncScript
+    heartbeat: Script
+    release: Script
+    dead_letter: Script
+    reclaim: Script
+    delete_consumer: Script
 
     @classmethod
-    def register(cls, client: Redis) -> Scripts:
-        loaded: dict[str, Any] = {
-            name: client.register_script(source(name))
-            for name in ("heartbeat", "release", "dead_letter", "reclaim", "delete_consumer")
-        }
-        return cls(**loaded)
+    def load(cls) -> Scripts:
+        return cls(
+            heartbeat=Script(source("heartbeat")),
+            release=Script(source("release")),
+            dead_letter=Script(source("dead_letter")),
+            reclaim=Script(source("reclaim")),
+            delete_consumer=Script(source("delete_consumer")),
+        )
+
+
+SCRIPTS = Scripts.load()

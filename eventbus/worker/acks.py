@@ -6,12 +6,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventbus.backoff import Reconnect
+from eventbus.wire import Pooled
 
 log = logging.getLogger("eventbus.worker")
 
@@ -28,12 +28,12 @@ class AckBatcher:
 
     def __init__(
         self,
-        client: Redis,
+        wire: Pooled,
         stream_key: str,
         group: str,
         on_acked: Callable[[list[str]], None],
     ) -> None:
-        self._client = client
+        self._wire = wire
         self._key = stream_key
         self._group = group
         self._on_acked = on_acked
@@ -59,7 +59,7 @@ class AckBatcher:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    await self._client.xack(self._key, self._group, *batch)
+                    await self._wire.call("XACK", self._key, self._group, *batch)
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     self._pending[:0] = batch
                     delay = reconnect.next_delay()

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.typing import EncodableT
 
 from eventbus.backoff import Reconnect
 from eventbus.context import Context
 from eventbus.envelope import Envelope, PayloadDecoders, now_rfc3339, parse_fields
 from eventbus.errors import DecodeError
 from eventbus.events import Event, lookup
-from eventbus.scripts import Scripts
+from eventbus.scripts import SCRIPTS
+from eventbus.wire import Arg, Dedicated, Pooled
 from eventbus.worker.acks import AckBatcher
 from eventbus.worker.groups import (
     create_group,
@@ -62,7 +62,7 @@ class Delivery:
 
     __slots__ = ("count", "done", "fields", "stream_id")
 
-    def __init__(self, stream_id: str, fields: dict[bytes, bytes], count: int) -> None:
+    def __init__(self, stream_id: str, fields: list[bytes], count: int) -> None:
         self.stream_id = stream_id
         self.fields = fields
         self.count = count
@@ -100,14 +100,12 @@ class GroupConsumer:
         self._ready = asyncio.Event()
         self._stopping = False
         self._client = bus.redis
-        self._scripts = Scripts.register(bus.redis)
-        self._reader = bus.new_client(socket_timeout=settings.block_ms / 1000 + 10)
-        self._reader_scripts = Scripts.register(self._reader)
-        self._reader_id: int | None = None
+        self._wire = Pooled(bus.redis)
+        self._reader = Dedicated(bus.redis, socket_timeout=settings.block_ms / 1000 + 10)
         self._reading = False
         self._last_seen: str | None = None
         self._cursor = "0-0"
-        self._acks = AckBatcher(self._client, self.key, self.group, self._acked)
+        self._acks = AckBatcher(self._wire, self.key, self.group, self._acked)
         self._executor = (
             None
             if spec.is_async
@@ -187,9 +185,9 @@ class GroupConsumer:
         for _ in range(50):
             if reader.done():
                 return
-            if self._reading and self._reader_id is not None:
+            if self._reading and self._reader.client_id is not None:
                 with contextlib.suppress(RedisError):
-                    await self._client.client_unblock(self._reader_id)
+                    await self._client.client_unblock(self._reader.client_id)
             await asyncio.wait({reader}, timeout=0.2)
         reader.cancel()
 
@@ -203,7 +201,9 @@ class GroupConsumer:
 
     async def _delete_self(self) -> None:
         try:
-            await self._scripts.delete_consumer(keys=[self.key], args=[self.group, self.consumer])
+            await self._wire.script(
+                SCRIPTS.delete_consumer, [self.key], [self.group, self.consumer]
+            )
         except RedisError as exc:
             log.debug("%s: could not delete consumer %s: %s", self.group, self.consumer, exc)
 
@@ -240,7 +240,7 @@ class GroupConsumer:
                 await self._read(max(1, block_ms))
                 reconnect.reset()
             except CONNECTION_ERRORS as exc:
-                self._reader_id = None
+                self._reader.reset()
                 await self._connection_lost(exc, reconnect)
             except ResponseError as exc:
                 if is_nogroup(exc):
@@ -270,32 +270,34 @@ class GroupConsumer:
             await self._slot_freed.wait()
 
     async def _read(self, block_ms: int) -> None:
-        if self._reader_id is None:
-            self._reader_id = int(await self._reader.client_id())
+        await self._reader.connect()
         self._reading = True
         try:
-            response: Any = await self._reader.xreadgroup(
-                self.group, self.consumer, {self.key: ">"}, count=self._free, block=block_ms
-            )
+            response: Any = await self._reader.call(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self._free,
+                "BLOCK", block_ms, "STREAMS", self.key, ">",
+            )  # fmt: skip
         finally:
             self._reading = False
         if not response:
             return
-        for raw_id, fields in response[0][1]:
+        # RESP2: [[key, entries]]; RESP3 (a client built with protocol=3): {key: entries}
+        entries = response[0][1] if isinstance(response, list) else next(iter(response.values()))
+        for raw_id, fields in entries:
             stream_id = raw_id.decode()
-            self._last_seen = stream_id
             self._dispatch(Delivery(stream_id, fields, 1))
+        self._last_seen = stream_id
 
     async def _reclaim(self) -> int:
         """XAUTOCLAIM entries idle past the lease, up to our free slots; how many."""
-        result = await self._reader_scripts.reclaim(
-            keys=[self.key],
-            args=[self.group, self.consumer, self._lease_ms, self._cursor, self._free],
+        result = await self._reader.script(
+            SCRIPTS.reclaim,
+            [self.key],
+            [self.group, self.consumer, self._lease_ms, self._cursor, self._free],
         )
         self._cursor = result[0].decode()
-        for raw_id, flat, count in result[1:]:
+        for raw_id, fields, count in result[1:]:
             stream_id = raw_id.decode()
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             self.stats.reclaimed += 1
             held = self._owned.get(stream_id)
             if held is not None:  # our own lease lapsed (Redis was away); still ours
@@ -462,7 +464,7 @@ class GroupConsumer:
         for d in deliveries:
             args += [d.stream_id, max(0, d.count - 1) if restore_count else -1]
         try:
-            released = int(await self._scripts.release(keys=[self.key], args=args))
+            released = int(await self._wire.script(SCRIPTS.release, [self.key], args))
         except RedisError as exc:
             # Still pending in Redis: reclaimed once its lease runs out. Nothing is lost.
             log.warning("%s: release failed (%s); entries return after the lease", self.group, exc)
@@ -480,9 +482,7 @@ class GroupConsumer:
         error: str,
         tb: str = "",
     ) -> None:
-        fields: list[EncodableT] = []
-        for name, value in delivery.fields.items():
-            fields += [name, value]
+        fields: list[Arg] = list(delivery.fields)
         fields += [
             "dlq_group", self.group,
             "dlq_handler", self.spec.name,
@@ -496,11 +496,11 @@ class GroupConsumer:
             "dlq_time", now_rfc3339(),
         ]  # fmt: skip
         try:
-            head: list[EncodableT] = [
+            head: list[Arg] = [
                 self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen
             ]  # fmt: skip
-            moved = await self._scripts.dead_letter(
-                keys=[self.key, self.dlq_key], args=head + fields
+            moved = await self._wire.script(
+                SCRIPTS.dead_letter, [self.key, self.dlq_key], head + fields
             )
         except RedisError as exc:
             # Still pending: reclaimed after the lease, and dead-lettered then.
@@ -528,7 +528,7 @@ class GroupConsumer:
                     next_hygiene = loop.time() + self.settings.hygiene_interval_s
                     await delete_idle_consumers(
                         self._client,
-                        self._scripts,
+                        self._wire,
                         self.key,
                         self.group,
                         me=self.consumer,
@@ -541,8 +541,8 @@ class GroupConsumer:
         ids = list(self._owned)
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            lost = await self._scripts.heartbeat(
-                keys=[self.key], args=[self.group, self.consumer, *chunk]
+            lost = await self._wire.script(
+                SCRIPTS.heartbeat, [self.key], [self.group, self.consumer, *chunk]
             )
             for raw in lost:
                 stream_id = raw.decode()

@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventbus.handlers import StartFrom
-from eventbus.scripts import Scripts
+from eventbus.scripts import SCRIPTS
+from eventbus.wire import Pooled
 
 log = logging.getLogger("eventbus.worker")
 
@@ -68,7 +69,7 @@ async def recreate_group(client: Redis, key: str, group: str, last_seen: str | N
 
 async def delete_idle_consumers(
     client: Redis,
-    scripts: Scripts,
+    wire: Pooled,
     key: str,
     group: str,
     *,
@@ -82,7 +83,7 @@ async def delete_idle_consumers(
         name = name.decode() if isinstance(name, bytes) else str(name)
         if name == me or int(info["pending"]) > 0 or int(info["idle"]) < idle_ms:
             continue
-        if await scripts.delete_consumer(keys=[key], args=[group, name]):
+        if await wire.script(SCRIPTS.delete_consumer, [key], [group, name]):
             deleted.append(name)
             log.info("deleted idle consumer %s of %s/%s", name, key, group)
     return deleted

@@ -1,0 +1,150 @@
+"""The hot path's Redis I/O: commands packed by hand, sent on redis-py connections.
+
+redis-py's generic command path (argument encoding, per-command response callbacks,
+its pipeline machinery) costs more CPU than the round trip itself for the commands a
+bus sends millions of times: XADD, XREADGROUP, XACK. Here they are packed into RESP
+bytes directly and their replies read raw (RESP2 shapes, parsed by hiredis), on
+connections borrowed from the client's pool. Everything else (group management,
+XINFO, the rarer scripts) uses the ordinary redis-py client.
+
+Connection safety: a connection whose request failed or was cancelled half-way is
+disconnected before it goes back to the pool, so no later caller reads a stale reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = bytes | str | int | float
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    """One command in RESP: ``*<n> $<len> <arg> ...``."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        else:
+            data = repr(arg).encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> list[Any]:
+    """Send packed commands on `conn` and read `replies` replies. An error reply becomes
+    a ResponseError in the list (the others are still read, keeping the connection in
+    step); a transport error or cancellation disconnects `conn` and propagates."""
+    try:
+        await conn.send_packed_command(payload, check_health=False)
+        out: list[Any] = []
+        for _ in range(replies):
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    return out
+
+
+class Script:
+    """A Lua script called by EVALSHA, loaded on NOSCRIPT."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def evalsha(self, keys: Sequence[Arg], args: Sequence[Arg]) -> list[Arg]:
+        return ["EVALSHA", self.sha, len(keys), *keys, *args]
+
+    def eval(self, keys: Sequence[Arg], args: Sequence[Arg]) -> list[Arg]:
+        return ["EVAL", self.source, len(keys), *keys, *args]
+
+
+class Pooled:
+    """Hand-packed requests on connections of a redis-py client's pool."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._pool = client.connection_pool
+
+    async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
+        """Run packed commands; on a transport error, retry once on a fresh connection
+        (a pooled connection may have died with a server restart)."""
+        for attempt in (1, 2):
+            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                return await exchange(conn, payload, replies)
+            except TRANSIENT:
+                if attempt == 2:
+                    raise
+            finally:
+                await self._pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call(self, *args: Arg) -> Any:
+        """One command; an error reply raises."""
+        [reply] = await self.request(pack(args))
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await run_script(self.call, script, keys, args)
+
+
+async def run_script(call: Any, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    try:
+        return await call(*script.evalsha(keys, args))
+    except NoScriptError:
+        return await call(*script.eval(keys, args))
+
+
+class Dedicated:
+    """One connection of its own (for blocking reads), reconnected on demand."""
+
+    def __init__(self, client: Redis, *, socket_timeout: float | None) -> None:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs["socket_timeout"] = socket_timeout
+        self._conn: AbstractConnection = pool.connection_class(**kwargs)
+        self.client_id: int | None = None
+
+    async def connect(self) -> None:
+        """Connect if needed and learn our CLIENT ID (for CLIENT UNBLOCK)."""
+        if self.client_id is None or not self._conn.is_connected:
+            self.client_id = None
+            await self._conn.connect()  # type: ignore[no-untyped-call]
+            [reply] = await exchange(self._conn, pack(["CLIENT", "ID"]), 1)
+            self.client_id = int(reply)
+
+    async def call(self, *args: Arg) -> Any:
+        await self.connect()
+        [reply] = await exchange(self._conn, pack(args), 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await run_script(self.call, script, keys, args)
+
+    def reset(self) -> None:
+        """Forget the connection state after an error (the next call reconnects)."""
+        self.client_id = None
+
+    async def aclose(self) -> None:
+        await self._conn.disconnect()
