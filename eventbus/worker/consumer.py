@@ -236,6 +236,10 @@ class GroupConsumer:
                     if claimed and self._free > 0:
                         await self._read(1)
                     continue
+                if self._free < self.spec.concurrency:
+                    # let just-dispatched handlers run first: quick ones free their
+                    # slots, and the next read fetches a fuller batch
+                    await asyncio.sleep(0)
                 block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
                 await self._read(max(1, block_ms))
                 reconnect.reset()
