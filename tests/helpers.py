@@ -49,6 +49,11 @@ async def dlq_entries(bus: EventBus, stream: str) -> list[dict[str, str]]:
     ]
 
 
+async def redis_version(bus: EventBus) -> tuple[int, ...]:
+    info = await bus.redis.info("server")
+    return tuple(int(p) for p in str(info["redis_version"]).split("."))
+
+
 async def settle() -> None:
     """Let already-scheduled callbacks run (not a wait for a condition)."""
     for _ in range(3):

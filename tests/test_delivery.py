@@ -10,7 +10,14 @@ from collections.abc import Callable
 from eventbus import Backoff, Context, EventBus, Router, Worker, WorkerSettings
 from eventbus.testing import RedisServer, running_worker, wait_for
 from tests.apps.events import Job, Other
-from tests.helpers import Seen, dlq_entries, group_state, no_pending, pending_count
+from tests.helpers import (
+    Seen,
+    dlq_entries,
+    group_state,
+    no_pending,
+    pending_count,
+    redis_version,
+)
 
 FAST = WorkerSettings(grace=5, reclaim_interval=0.2)
 
@@ -160,8 +167,9 @@ async def test_reads_never_exceed_free_slots(bus: EventBus) -> None:
             assert await pending_count(bus, "jobs", "test.bounded") == 3
             assert worker.consumers[0].in_flight == 3
             await asyncio.sleep(0.05)
-        state = await group_state(bus, "jobs", "test.bounded")
-        assert state["entries-read"] == 3 and state["lag"] == 27
+        if await redis_version(bus) >= (7, 0):  # 6.2 has no entries-read / lag
+            state = await group_state(bus, "jobs", "test.bounded")
+            assert state["entries-read"] == 3 and state["lag"] == 27
         release.set()
         await wait_for(lambda: no_pending(bus, "jobs", "test.bounded"))
 

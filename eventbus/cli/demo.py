@@ -10,7 +10,7 @@ from typing import TextIO
 
 from eventbus.bus import EventBus
 from eventbus.events import Event
-from eventbus.status import StreamInfo, stream_info
+from eventbus.status import GroupInfo, StreamInfo, stream_info
 from eventbus.worker import Worker, WorkerSettings
 
 POISON_EVERY = 1000  # one poison note per this many notes (at least one)
@@ -130,7 +130,9 @@ async def wait_drained(
     deadline = time.monotonic() + timeout
     while True:
         info = await stream_info(bus.redis, bus.keys, "notes")
-        done = sum((g.entries_read or 0) - g.pending for g in info.groups if g.name in groups)
+        done = sum(
+            (entries_read(info, g) or 0) - g.pending for g in info.groups if g.name in groups
+        )
         total = info.length * len(groups)
         progress.show(
             f"handled {done}/{total} deliveries, dead letters {info.dlq_length}",
@@ -140,6 +142,20 @@ async def wait_drained(
             progress.done()
             return info
         await asyncio.sleep(0.1)
+
+
+def entries_read(info: StreamInfo, group: GroupInfo) -> int | None:
+    """Entries the group has read; on Redis 6.2 (no entries-read) known only once it has
+    read up to the last entry (nothing is trimmed in the demo)."""
+    if group.entries_read is not None:
+        return group.entries_read
+    return info.length if group.last_delivered_id == info.last_id else None
+
+
+def group_lag(info: StreamInfo, group: GroupInfo) -> str:
+    if group.lag is not None:
+        return str(group.lag)
+    return "0" if group.last_delivered_id == info.last_id else "?"
 
 
 def print_summary(
@@ -155,10 +171,10 @@ def print_summary(
     out.write(header + "\n")
     for g in sorted(info.groups, key=lambda g: g.name):
         dead = info.dead_by_group.get(g.name, 0)
-        read = g.entries_read
+        read = entries_read(info, g)
         handled = "?" if read is None else str(read - g.pending - dead)
         retried = stats[g.name].reclaimed if g.name in stats else 0
-        lag = "?" if g.lag is None else str(g.lag)
+        lag = group_lag(info, g)
         out.write(f"  {g.name:<28} {handled:>8} {retried:>8} {dead:>6} {g.pending:>8} {lag:>6}\n")
     out.write(
         f"  dead-letter stream {info.key}:dlq holds {info.dlq_length} entries "

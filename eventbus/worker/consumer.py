@@ -220,28 +220,9 @@ class GroupConsumer:
     async def _read_loop(self) -> None:
         reconnect = Reconnect()
         next_reclaim = 0.0
-        loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
-                if not self._ready.is_set():
-                    await self._setup()
-                if self._free <= 0:
-                    await self._wait_for_slot()
-                    continue
-                if loop.time() >= next_reclaim:
-                    claimed = await self._reclaim()
-                    # more may be waiting: come back soon, after one read
-                    interval = 0.0 if claimed else self.settings.reclaim_interval_s
-                    next_reclaim = loop.time() + interval * random.uniform(0.8, 1.2)
-                    if claimed and self._free > 0:
-                        await self._read(1)
-                    continue
-                if self._free < self.spec.concurrency:
-                    # let just-dispatched handlers run first: quick ones free their
-                    # slots, and the next read fetches a fuller batch
-                    await asyncio.sleep(0)
-                block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
-                await self._read(max(1, block_ms))
+                next_reclaim = await self._step(next_reclaim)
                 reconnect.reset()
             except CONNECTION_ERRORS as exc:
                 self._reader.reset()
@@ -258,6 +239,29 @@ class GroupConsumer:
                 delay = reconnect.next_delay()
                 log.exception("%s: unexpected error in the read loop; retrying", self.group)
                 await self._sleep(delay)
+
+    async def _step(self, next_reclaim: float) -> float:
+        """One turn of the loop: reclaim when due, else read. Returns the next reclaim time."""
+        loop = asyncio.get_running_loop()
+        if not self._ready.is_set():
+            await self._setup()
+        if self._free <= 0:
+            await self._wait_for_slot()
+            return next_reclaim
+        if loop.time() >= next_reclaim:
+            claimed = await self._reclaim()
+            # more may be waiting: come back soon, after one read
+            interval = 0.0 if claimed else self.settings.reclaim_interval_s
+            if claimed and self._free > 0:
+                await self._read(1)
+            return loop.time() + interval * random.uniform(0.8, 1.2)
+        if self._free < self.spec.concurrency:
+            # let just-dispatched handlers run first: quick ones free their slots,
+            # and the next read fetches a fuller batch
+            await asyncio.sleep(0)
+        block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
+        await self._read(max(1, block_ms))
+        return next_reclaim
 
     async def _setup(self) -> None:
         created = await create_group(
