@@ -19,12 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = bytes | str | int | float
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def pack(args: Sequence[Arg]) -> bytes:
@@ -83,18 +80,14 @@ class Pooled:
         self._pool = client.connection_pool
 
     async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
-        """Run packed commands; on a transport error, retry once on a fresh connection
-        (a pooled connection may have died with a server restart)."""
-        for attempt in (1, 2):
-            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                return await exchange(conn, payload, replies)
-            except TRANSIENT:
-                if attempt == 2:
-                    raise
-            finally:
-                await self._pool.release(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Run packed commands. Never resent after a transport error: the server may have
+        run them (a resent XADD is a duplicate event). A pooled connection that died with
+        a server restart is replaced before use (redis-py's pool checks it for EOF)."""
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await exchange(conn, payload, replies)
+        finally:
+            await self._pool.release(conn)
 
     async def call(self, *args: Arg) -> Any:
         """One command; an error reply raises."""

@@ -5,23 +5,25 @@
 -- ARGV[3]  min idle ms (the lease)
 -- ARGV[4]  cursor
 -- ARGV[5]  count (our free concurrency slots)
--- XAUTOCLAIM increments each claimed entry's delivery count, so the count
--- read back here is the attempt number, kept in Redis across crashes.
--- Entries deleted from the stream while pending are acknowledged (Redis 7
--- drops them from the PEL itself; 6.2 returns them with nil fields).
+-- Claims with JUSTID (Redis 6.2 answers nil, without the id, for an entry deleted
+-- while pending; JUSTID always gives the ids), then for each id: reads the entry,
+-- counts this claim as a delivery (JUSTID does not) so the delivery count is the
+-- attempt number, kept in Redis across crashes; and acknowledges entries deleted from
+-- the stream while pending, which would otherwise be claimed forever.
 -- Returns {next cursor, {id, fields, delivery count}...}.
 local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-                     'COUNT', ARGV[5])
+                     'COUNT', ARGV[5], 'JUSTID')
 local out = {r[1]}
-for _, entry in ipairs(r[2]) do
-  if type(entry) == 'table' and entry[2] then
-    local id = entry[1]
+for _, id in ipairs(r[2]) do
+  local entry = redis.call('XRANGE', KEYS[1], id, id)
+  if entry[1] then
     local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
     local count = 1
-    if p[1] then count = p[1][4] end
-    out[#out + 1] = {id, entry[2], count}
-  elseif type(entry) == 'table' then
-    redis.call('XACK', KEYS[1], ARGV[1], entry[1])
+    if p[1] then count = p[1][4] + 1 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'RETRYCOUNT', count, 'JUSTID')
+    out[#out + 1] = {id, entry[1][2], count}
+  else
+    redis.call('XACK', KEYS[1], ARGV[1], id)
   end
 end
 return out

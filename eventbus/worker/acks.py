@@ -6,12 +6,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.wire import Pooled
+from eventbus.worker.groups import is_nogroup
 
 log = logging.getLogger("eventbus.worker")
 
@@ -60,20 +59,19 @@ class AckBatcher:
                 batch, self._pending = self._pending, []
                 try:
                     await self._wire.call("XACK", self._key, self._group, *batch)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    self._pending[:0] = batch
-                    delay = reconnect.next_delay()
-                    log.warning(
-                        "ack of %d entries on %s/%s failed (%s); retrying in %.1fs",
-                        len(batch), self._key, self._group, exc, delay,
-                    )  # fmt: skip
-                    await asyncio.sleep(delay)
-                    continue
-                except ResponseError as exc:
-                    # NOGROUP: the group (and its pending list) is gone; nothing to ack.
+                except (RedisError, OSError) as exc:
+                    if not is_nogroup(exc):
+                        # unreachable, BUSY, READONLY after a failover...: keep and retry
+                        self._pending[:0] = batch
+                        delay = reconnect.next_delay()
+                        log.warning(
+                            "ack of %d entries on %s/%s failed (%s); retrying in %.1fs",
+                            len(batch), self._key, self._group, exc, delay,
+                        )  # fmt: skip
+                        await asyncio.sleep(delay)
+                        continue
+                    # the group (and its pending list) is gone: nothing left to ack
                     log.warning("ack on %s/%s dropped: %s", self._key, self._group, exc)
-                except RedisError as exc:  # pragma: no cover - unexpected server error
-                    log.error("ack on %s/%s failed: %s", self._key, self._group, exc)
                 reconnect.reset()
                 self._on_acked(batch)
         finally:

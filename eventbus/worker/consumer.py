@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -30,20 +29,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventbus.backoff import Reconnect
 from eventbus.context import Context
-from eventbus.envelope import Envelope, PayloadDecoders, now_rfc3339, parse_fields
+from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
 from eventbus.errors import DecodeError
 from eventbus.events import Event, lookup
 from eventbus.scripts import SCRIPTS
 from eventbus.wire import Arg, Dedicated, Pooled
 from eventbus.worker.acks import AckBatcher
+from eventbus.worker.deadletter import describe, dlq_fields, traceback_tail
 from eventbus.worker.groups import (
     create_group,
-    delete_idle_consumers,
     is_nogroup,
     last_delivered,
     recreate_group,
     start_id,
 )
+from eventbus.worker.leases import LeaseKeeper
 from eventbus.worker.settings import WorkerSettings
 from eventbus.worker.stats import GroupStats
 
@@ -54,19 +54,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventbus.worker")
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-TRACEBACK_TAIL = 2000
 
 
 class Delivery:
     """One entry we hold: read or claimed, until acked, released or dead-lettered."""
 
-    __slots__ = ("count", "done", "fields", "stream_id")
+    __slots__ = ("count", "done", "fields", "overrun", "stream_id")
 
     def __init__(self, stream_id: str, fields: list[bytes], count: int) -> None:
         self.stream_id = stream_id
-        self.fields = fields
+        self.fields = fields  # flat [name, value, ...] as Redis returns them
         self.count = count
         self.done = False  # handler finished; waiting for its batched XACK
+        # a sync handler's thread still running after its timeout: the slot stays taken
+        self.overrun: asyncio.Future[Any] | None = None
+
+
+class HandlerCancelled(Exception):
+    """The handler raised CancelledError without the worker cancelling it."""
 
 
 class GroupConsumer:
@@ -105,7 +110,20 @@ class GroupConsumer:
         self._reading = False
         self._last_seen: str | None = None
         self._cursor = "0-0"
+        self._next_reclaim = 0.0
         self._acks = AckBatcher(self._wire, self.key, self.group, self._acked)
+        self._lease_lock = asyncio.Lock()
+        self._leases = LeaseKeeper(
+            self._wire,
+            key=self.key,
+            group=self.group,
+            consumer=consumer,
+            lease_s=spec.lease_s,
+            settings=settings,
+            held=lambda: list(self._owned),
+            lost=self._lease_lost,
+            lock=self._lease_lock,
+        )
         self._executor = (
             None
             if spec.is_async
@@ -119,7 +137,7 @@ class GroupConsumer:
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._read_loop(), name=f"eventbus-read-{self.group}"),
-            loop.create_task(self._lease_loop(), name=f"eventbus-lease-{self.group}"),
+            loop.create_task(self._leases.run(), name=f"eventbus-lease-{self.group}"),
         ]
 
     async def wait_ready(self) -> None:
@@ -132,8 +150,8 @@ class GroupConsumer:
 
     async def stop(self, deadline: float, hurry: asyncio.Event | None = None) -> None:
         """Graceful stop: no new reads; in-flight handlers get until `deadline` (loop
-        time); the rest are released claimable at once; acks are flushed; the
-        consumer is deleted if it owns nothing."""
+        time), their leases still extended; the rest are released claimable at once;
+        acks are flushed; the consumer is deleted if it owns nothing."""
         self._stopping = True
         self._stop_event.set()
         self._slot_freed.set()
@@ -152,6 +170,7 @@ class GroupConsumer:
                 self._acks.backlog,
             )
         await self._acks.close()
+        self._leases.stop()
         for task in self._loops:
             task.cancel()
         await asyncio.wait(self._loops, timeout=5)
@@ -219,10 +238,9 @@ class GroupConsumer:
 
     async def _read_loop(self) -> None:
         reconnect = Reconnect()
-        next_reclaim = 0.0
         while not self._stopping:
             try:
-                next_reclaim = await self._step(next_reclaim)
+                await self._step()
                 reconnect.reset()
             except CONNECTION_ERRORS as exc:
                 self._reader.reset()
@@ -240,28 +258,31 @@ class GroupConsumer:
                 log.exception("%s: unexpected error in the read loop; retrying", self.group)
                 await self._sleep(delay)
 
-    async def _step(self, next_reclaim: float) -> float:
-        """One turn of the loop: reclaim when due, else read. Returns the next reclaim time."""
+    async def _step(self) -> None:
+        """One turn of the loop: reclaim when due, else read."""
         loop = asyncio.get_running_loop()
         if not self._ready.is_set():
             await self._setup()
         if self._free <= 0:
             await self._wait_for_slot()
-            return next_reclaim
-        if loop.time() >= next_reclaim:
-            claimed = await self._reclaim()
-            # more may be waiting: come back soon, after one read
-            interval = 0.0 if claimed else self.settings.reclaim_interval_s
-            if claimed and self._free > 0:
-                await self._read(1)
-            return loop.time() + interval * random.uniform(0.8, 1.2)
+            return
+        if loop.time() >= self._next_reclaim:
+            # scheduled before the call, so a failing reclaim never starves the reads
+            self._next_reclaim = loop.time() + self._reclaim_interval()
+            if await self._reclaim():
+                self._next_reclaim = loop.time()  # more may be waiting: back after one read
+                if self._free > 0:
+                    await self._read(1)
+            return
         if self._free < self.spec.concurrency:
             # let just-dispatched handlers run first: quick ones free their slots,
             # and the next read fetches a fuller batch
             await asyncio.sleep(0)
-        block_ms = min(self.settings.block_ms, int((next_reclaim - loop.time()) * 1000))
+        block_ms = min(self.settings.block_ms, int((self._next_reclaim - loop.time()) * 1000))
         await self._read(max(1, block_ms))
-        return next_reclaim
+
+    def _reclaim_interval(self) -> float:
+        return self.settings.reclaim_interval_s * random.uniform(0.8, 1.2)
 
     async def _setup(self) -> None:
         created = await create_group(
@@ -364,10 +385,24 @@ class GroupConsumer:
         self._tasks.discard(task)
         self._free += 1
         self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s: internal error", self.group, exc_info=task.exception())
 
     async def _process(self, delivery: Delivery) -> None:
+        """One delivery, start to end; whatever goes wrong, the entry is never stranded."""
+        try:
+            await self._handle(delivery)
+            if delivery.overrun is not None:
+                # the handler's thread is still running: keep its slot until it returns
+                await asyncio.wait({delivery.overrun})
+        except asyncio.CancelledError:
+            raise  # shutdown: stop() releases what is unfinished
+        except Exception:
+            log.exception(
+                "%s: internal error on %s; releasing it for a retry", self.group, delivery.stream_id
+            )
+            if delivery.stream_id in self._owned and not delivery.done:
+                await self._release([delivery], idle_ms=self._retry_idle_ms(delivery))
+
+    async def _handle(self, delivery: Delivery) -> None:
         """decode → handle → ack, or release with backoff, or dead-letter."""
         try:
             envelope = parse_fields(delivery.stream_id, delivery.fields)
@@ -376,9 +411,11 @@ class GroupConsumer:
                 self._succeeded(delivery, skipped=True)
                 return
             event = self._decoders.decode(envelope, cls)
-        except DecodeError as exc:
+        except Exception as exc:  # DecodeError, or an Event's __post_init__ raising
+            error = exc.reason if isinstance(exc, DecodeError) else f"{describe(exc)}"
+            error_type = "DecodeError" if isinstance(exc, DecodeError) else type(exc).__name__
             await self._dead_letter(
-                delivery, reason="undecodable", error_type="DecodeError", error=exc.reason
+                delivery, reason="undecodable", error_type=error_type, error=error
             )
             return
         ctx = Context(
@@ -390,9 +427,12 @@ class GroupConsumer:
             delivery_count=delivery.count,
         )
         try:
-            await self._invoke(event, ctx)
+            await self._invoke(event, ctx, delivery)
         except asyncio.CancelledError:
-            raise  # shutdown: stop() releases what is unfinished
+            task = asyncio.current_task()
+            if self._stopping or (task is not None and task.cancelling()):
+                raise  # the worker cancelled it
+            await self._failed(delivery, HandlerCancelled("the handler raised CancelledError"))
         except Exception as exc:
             await self._failed(delivery, exc)
         else:
@@ -412,7 +452,7 @@ class GroupConsumer:
             "this entry from the dead-letter stream"
         )
 
-    async def _invoke(self, event: Event, ctx: Context) -> None:
+    async def _invoke(self, event: Event, ctx: Context, delivery: Delivery) -> None:
         spec = self.spec
         if self._executor is None:
             awaitable = spec.call(event, ctx)
@@ -424,8 +464,16 @@ class GroupConsumer:
                     await awaitable
             return
         future = asyncio.get_running_loop().run_in_executor(self._executor, spec.call, event, ctx)
-        # A timed-out sync handler's thread cannot be stopped; it is counted as failed.
-        await asyncio.wait_for(future, spec.timeout_s)
+        if spec.timeout_s is None:
+            await future
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(future), spec.timeout_s)
+        except TimeoutError:
+            # A thread cannot be stopped: the attempt fails now, and the slot stays taken
+            # until the thread returns, so the pool never queues work behind it.
+            delivery.overrun = future
+            raise
 
     def _succeeded(self, delivery: Delivery, *, skipped: bool = False) -> None:
         delivery.done = True
@@ -441,9 +489,22 @@ class GroupConsumer:
         for stream_id in stream_ids:
             self._owned.pop(stream_id, None)
 
+    def _lease_lost(self, stream_id: str) -> None:
+        held = self._owned.pop(stream_id, None)
+        if held is not None and not held.done:
+            log.warning(
+                "%s: lost the lease of %s (another consumer claimed it); it may be handled twice",
+                self.group,
+                stream_id,
+            )
+
+    def _retry_idle_ms(self, delivery: Delivery) -> int:
+        delay = min(self.spec.backoff.delay(delivery.count), self.spec.lease_s)
+        return self._lease_ms - int(delay * 1000)
+
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         self.stats.errors += 1
-        error = _describe(exc, self.spec.timeout_s)
+        error = describe(exc, self.spec.timeout_s)
         if delivery.count >= self.spec.max_attempts:
             log.error(
                 "%s: %s failed on attempt %d of %d, dead-lettering: %s",
@@ -454,32 +515,35 @@ class GroupConsumer:
                 reason="failed",
                 error_type=type(exc).__name__,
                 error=error,
-                tb="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
+                tb=traceback_tail(exc),
             )
             return
-        delay = min(self.spec.backoff.delay(delivery.count), self.spec.lease_s)
+        idle_ms = self._retry_idle_ms(delivery)
         log.warning(
             "%s: %s failed on attempt %d of %d, retrying in %.1fs: %s",
-            self.group, delivery.stream_id, delivery.count, self.spec.max_attempts, delay, error,
+            self.group, delivery.stream_id, delivery.count, self.spec.max_attempts,
+            (self._lease_ms - idle_ms) / 1000, error,
         )  # fmt: skip
-        await self._release([delivery], idle_ms=self._lease_ms - int(delay * 1000))
+        await self._release([delivery], idle_ms=idle_ms)
 
     async def _release(
         self, deliveries: list[Delivery], *, idle_ms: int, restore_count: bool = False
     ) -> int:
         """Hand entries back to the pending list, claimable when idle reaches the lease."""
-        args: list[Any] = [self.group, self.consumer, max(0, idle_ms)]
+        args: list[Arg] = [self.group, self.consumer, max(0, idle_ms)]
         for d in deliveries:
             args += [d.stream_id, max(0, d.count - 1) if restore_count else -1]
-        try:
-            released = int(await self._wire.script(SCRIPTS.release, [self.key], args))
-        except RedisError as exc:
-            # Still pending in Redis: reclaimed once its lease runs out. Nothing is lost.
-            log.warning("%s: release failed (%s); entries return after the lease", self.group, exc)
-            released = 0
-        for d in deliveries:
-            self._owned.pop(d.stream_id, None)
-        return released
+        async with self._lease_lock:  # no heartbeat may land after this and undo it
+            for d in deliveries:
+                self._owned.pop(d.stream_id, None)
+            try:
+                return int(await self._wire.script(SCRIPTS.release, [self.key], args))
+            except RedisError as exc:
+                # Still pending in Redis: reclaimed once its lease runs out. Nothing is lost.
+                log.warning(
+                    "%s: release failed (%s); entries return after the lease", self.group, exc
+                )
+                return 0
 
     async def _dead_letter(
         self,
@@ -490,23 +554,20 @@ class GroupConsumer:
         error: str,
         tb: str = "",
     ) -> None:
-        fields: list[Arg] = list(delivery.fields)
-        fields += [
-            "dlq_group", self.group,
-            "dlq_handler", self.spec.name,
-            "dlq_stream_id", delivery.stream_id,
-            "dlq_reason", reason,
-            "dlq_error_type", error_type,
-            "dlq_error", error,
-            "dlq_traceback", tb,
-            "dlq_attempts", delivery.count,
-            "dlq_consumer", self.consumer,
-            "dlq_time", now_rfc3339(),
-        ]  # fmt: skip
+        fields = dlq_fields(
+            delivery.fields,
+            group=self.group,
+            handler=self.spec.name,
+            stream_id=delivery.stream_id,
+            reason=reason,
+            error_type=error_type,
+            error=error,
+            tb=tb,
+            attempts=delivery.count,
+            consumer=self.consumer,
+        )
+        head: list[Arg] = [self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen]
         try:
-            head: list[Arg] = [
-                self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen
-            ]  # fmt: skip
             moved = await self._wire.script(
                 SCRIPTS.dead_letter, [self.key, self.dlq_key], head + fields
             )
@@ -521,50 +582,3 @@ class GroupConsumer:
                 self.group, delivery.stream_id, self.dlq_key, reason, error,
             )  # fmt: skip
         self._owned.pop(delivery.stream_id, None)
-
-    # -- leases and hygiene ------------------------------------------------------------
-
-    async def _lease_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.spec.lease_s / 3
-        next_hygiene = loop.time() + self.settings.hygiene_interval_s
-        while not self._stopping:
-            await self._sleep(interval)
-            try:
-                await self._extend_leases()
-                if loop.time() >= next_hygiene:
-                    next_hygiene = loop.time() + self.settings.hygiene_interval_s
-                    await delete_idle_consumers(
-                        self._client,
-                        self._wire,
-                        self.key,
-                        self.group,
-                        me=self.consumer,
-                        idle_ms=self.settings.consumer_idle_timeout_ms,
-                    )
-            except RedisError as exc:
-                log.debug("%s: lease extension failed: %s", self.group, exc)
-
-    async def _extend_leases(self) -> None:
-        ids = list(self._owned)
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            lost = await self._wire.script(
-                SCRIPTS.heartbeat, [self.key], [self.group, self.consumer, *chunk]
-            )
-            for raw in lost:
-                stream_id = raw.decode()
-                held = self._owned.pop(stream_id, None)
-                if held is not None and not held.done:
-                    log.warning(
-                        "%s: lost the lease of %s (another consumer claimed it); "
-                        "it may be handled twice",
-                        self.group,
-                        stream_id,
-                    )
-
-
-def _describe(exc: BaseException, timeout_s: float | None) -> str:
-    if isinstance(exc, TimeoutError) and timeout_s is not None and not str(exc):
-        return f"handler exceeded its timeout of {timeout_s:g}s"
-    return str(exc) or type(exc).__name__

@@ -28,7 +28,9 @@ def start_id(start_from: StartFrom) -> str:
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    # "in", not "startswith": before Redis 7 an error inside a script arrives wrapped
+    # as "ERR Error running script ... NOGROUP ..."
+    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
 
 
 async def create_group(client: Redis, key: str, group: str, first_id: str) -> bool:

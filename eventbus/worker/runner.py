@@ -62,7 +62,7 @@ class Worker:
                 self.consumers.append(
                     GroupConsumer(bus, spec, stream, self.consumer_name, self.settings)
                 )
-        self._stop_requested: asyncio.Event | None = None
+        self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
         self._started = False
         self._stopped = False
@@ -72,7 +72,6 @@ class Worker:
         if self._started:
             return
         self._started = True
-        self._stop_requested = asyncio.Event()
         for consumer in self.consumers:
             consumer.start()
         async with asyncio.timeout(timeout):
@@ -88,8 +87,7 @@ class Worker:
         """Ask `run()` to stop (safe from signal handlers); `force` skips the grace period."""
         if force:
             self._hurry.set()
-        if self._stop_requested is not None:
-            self._stop_requested.set()
+        self._stop_requested.set()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop reading, give in-flight handlers `grace` seconds, release the rest."""
@@ -104,7 +102,6 @@ class Worker:
     async def run(self, *, install_signal_handlers: bool = True) -> None:
         """Run until `request_stop()` or SIGTERM/SIGINT (a second signal skips the grace)."""
         await self.start()
-        assert self._stop_requested is not None
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
@@ -119,7 +116,6 @@ class Worker:
             await self.stop()
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        assert self._stop_requested is not None
         if self._stop_requested.is_set():
             log.warning("%s again: stopping now, releasing in-flight entries", sig.name)
             self.request_stop(force=True)
