@@ -14,6 +14,7 @@ disconnected before it goes back to the pool, so no later caller reads a stale r
 from __future__ import annotations
 
 import hashlib
+import select
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,26 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
     return out
 
 
+def has_pending_input(conn: AbstractConnection) -> bool:
+    """True when an idle connection's socket is readable: the server closed it (EOF
+    waiting) or sent something unasked. Either way it must not carry a request.
+
+    redis-py's pool checks this through the event loop, which may not have seen the
+    server's FIN yet (a Redis restart while the loop was busy); a zero-timeout select on
+    the socket asks the kernel directly, as go-redis does before reusing a connection.
+    """
+    writer = getattr(conn, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class Script:
     """A Lua script called by EVALSHA, loaded on NOSCRIPT."""
 
@@ -82,9 +103,12 @@ class Pooled:
     async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
         """Run packed commands. Never resent after a transport error: the server may have
         run them (a resent XADD is a duplicate event). A pooled connection that died with
-        a server restart is replaced before use (redis-py's pool checks it for EOF)."""
+        a server restart is detected and replaced before anything is written to it."""
         conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            if has_pending_input(conn):
+                await conn.disconnect()
+                await conn.connect()
             return await exchange(conn, payload, replies)
         finally:
             await self._pool.release(conn)

@@ -244,3 +244,18 @@ async def test_stop_requested_before_start(bus: EventBus) -> None:
     started = time.monotonic()
     await asyncio.wait_for(worker.run(install_signal_handlers=False), timeout=10)
     assert time.monotonic() - started < 5
+
+
+async def test_publish_after_a_redis_restart_needs_no_retry(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory(appendonly=True)
+    bus = EventBus.from_url(server.url, service="rs", prefix="rs")
+    try:
+        await asyncio.gather(*(bus.publish(Job(n=i)) for i in range(8)))  # pool of several
+        server.restart()  # every pooled connection is now dead
+        ids = await asyncio.gather(*(bus.publish(Job(n=i)) for i in range(8, 16)))
+        assert len(ids) == 8
+        assert await bus.redis.xlen(bus.keys.stream("jobs")) == 16
+    finally:
+        await bus.aclose()

@@ -379,12 +379,7 @@ class GroupConsumer:
         self._free -= 1
         task = asyncio.get_running_loop().create_task(self._process(delivery))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._free += 1
-        self._slot_freed.set()
+        task.add_done_callback(self._tasks.discard)
 
     async def _process(self, delivery: Delivery) -> None:
         """One delivery, start to end; whatever goes wrong, the entry is never stranded."""
@@ -401,6 +396,11 @@ class GroupConsumer:
             )
             if delivery.stream_id in self._owned and not delivery.done:
                 await self._release([delivery], idle_ms=self._retry_idle_ms(delivery))
+        finally:
+            # the slot is free as soon as this returns (not a loop turn later, in a done
+            # callback), so a read right after a burst of quick handlers fills them all
+            self._free += 1
+            self._slot_freed.set()
 
     async def _handle(self, delivery: Delivery) -> None:
         """decode → handle → ack, or release with backoff, or dead-letter."""
