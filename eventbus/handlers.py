@@ -51,7 +51,7 @@ class HandlerSpec:
     def describe(self) -> str:
         return f"handler {self.name!r}"
 
-    def call(self, event: Event, ctx: Context) -> Awaitable[None] | None:
+    def call(self, event: Event, ctx: Context | None) -> Awaitable[None] | None:
         if self.wants_context:
             return self.fn(event, ctx)
         return self.fn(event)

@@ -418,13 +418,17 @@ class GroupConsumer:
                 delivery, reason="undecodable", error_type=error_type, error=error
             )
             return
-        ctx = Context(
-            bus=self.bus,
-            stream=self.stream,
-            group=self.group,
-            handler=self.spec.name,
-            envelope=envelope,
-            delivery_count=delivery.count,
+        ctx = (
+            Context(
+                bus=self.bus,
+                stream=self.stream,
+                group=self.group,
+                handler=self.spec.name,
+                envelope=envelope,
+                delivery_count=delivery.count,
+            )
+            if self.spec.wants_context
+            else None  # a handler taking (event) alone: no context to build
         )
         try:
             await self._invoke(event, ctx, delivery)
@@ -452,7 +456,7 @@ class GroupConsumer:
             "this entry from the dead-letter stream"
         )
 
-    async def _invoke(self, event: Event, ctx: Context, delivery: Delivery) -> None:
+    async def _invoke(self, event: Event, ctx: Context | None, delivery: Delivery) -> None:
         spec = self.spec
         if self._executor is None:
             awaitable = spec.call(event, ctx)
