@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.embedded import EmbeddedRedis
-from eventbus.envelope import Encoding, build_fields, check_headers, content_type, encode_payload
+from eventbus.envelope import Encoding, check_headers, content_type, encode_payload, field_list
 from eventbus.errors import ConfigurationError, ConnectionFailed, EventTypeError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
@@ -167,7 +167,8 @@ class EventBus:
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
         check_headers(headers)
-        fields = build_fields(
+        args: list[Any] = ["XADD", self.keys.stream(stream_name), "*"]
+        args += field_list(
             type_name=cls.__eb_type__,
             data=encode_payload(event, self.encoding),
             source=self.service,
@@ -175,10 +176,6 @@ class EventBus:
             key=key,
             headers=headers,
         )
-        args: list[Any] = ["XADD", self.keys.stream(stream_name), "*"]
-        for name, value in fields.items():
-            args.append(name)
-            args.append(value)
         return stream_name, args
 
     async def publish(

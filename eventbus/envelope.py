@@ -83,7 +83,7 @@ def content_type(encoding: Encoding) -> str | None:
     raise ConfigurationError(f"unknown encoding {encoding!r}: use 'json' or 'msgpack'")
 
 
-def build_fields(
+def field_list(
     *,
     type_name: str,
     data: bytes,
@@ -95,29 +95,35 @@ def build_fields(
     tracestate: str | None = None,
     target: str | None = None,
     event_id: str | None = None,
-) -> dict[str, str | bytes]:
-    """The field map of one stream entry (insertion order is the on-disk order)."""
-    fields: dict[str, str | bytes] = {
-        "id": event_id or new_event_id(),
-        "type": type_name,
-        "source": source,
-        "time": now_rfc3339(),
-    }
+) -> list[str | bytes]:
+    """One stream entry's fields as the flat ``[name, value, ...]`` XADD takes."""
+    fields: list[str | bytes] = [
+        "id", event_id or new_event_id(),
+        "type", type_name,
+        "source", source,
+        "time", now_rfc3339(),
+    ]  # fmt: skip
     if key is not None:
-        fields["key"] = key
+        fields += ("key", key)
     if ct is not None:
-        fields["ct"] = ct
-    fields["data"] = data
+        fields += ("ct", ct)
+    fields += ("data", data)
     if traceparent is not None:
-        fields["traceparent"] = traceparent
+        fields += ("traceparent", traceparent)
         if tracestate:
-            fields["tracestate"] = tracestate
+            fields += ("tracestate", tracestate)
     if target is not None:
-        fields["target"] = target
+        fields += ("target", target)
     if headers:
         for name, value in headers.items():
-            fields[HEADER_PREFIX + name] = value
+            fields += (HEADER_PREFIX + name, value)
     return fields
+
+
+def build_fields(**attributes: Any) -> dict[str, str | bytes]:
+    """The field map of one stream entry (`field_list` as a dict, in on-disk order)."""
+    flat = field_list(**attributes)
+    return dict(zip(flat[::2], flat[1::2], strict=True))  # type: ignore[arg-type]
 
 
 def check_headers(headers: dict[str, str] | None) -> None:

@@ -13,7 +13,9 @@ disconnected before it goes back to the pool, so no later caller reads a stale r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import select
 from collections.abc import Sequence
 from typing import Any
@@ -21,11 +23,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = bytes | str | int | float
 
 
-def pack(args: Sequence[Arg]) -> bytes:
+def _pack_python(args: Sequence[Arg]) -> bytes:
     """One command in RESP: ``*<n> $<len> <arg> ...``."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -46,13 +49,18 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
     a ResponseError in the list (the others are still read, keeping the connection in
     step); a transport error or cancellation disconnects `conn` and propagates."""
     try:
-        await conn.send_packed_command(payload, check_health=False)
-        out: list[Any] = []
-        for _ in range(replies):
-            try:
-                out.append(await conn.read_response())
-            except ResponseError as exc:
-                out.append(exc)
+        # one timeout for the whole exchange, not one per reply (redis-py's default)
+        async with asyncio.timeout(conn.socket_timeout):
+            await conn.send_packed_command(payload, check_health=False)
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:
+                    out.append(exc)
+    except TimeoutError as exc:  # asyncio's: the socket timeout passed
+        await conn.disconnect()
+        raise RedisTimeoutError(f"no reply from Redis within {conn.socket_timeout}s") from exc
     except BaseException:
         await conn.disconnect()
         raise
@@ -77,6 +85,21 @@ def has_pending_input(conn: AbstractConnection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def _pack_hiredis(args: Sequence[Arg]) -> bytes:
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]  # stub: 1-tuple
+    return packed
+
+
+try:
+    import hiredis
+
+    hiredis.pack_command(("PING",))
+except (ImportError, AttributeError):  # hiredis missing or too old: pack in Python
+    pack = _pack_python
+else:
+    pack = _pack_hiredis
 
 
 class Script:
