@@ -109,6 +109,11 @@ class EventBus:
         )
 
     @property
+    def wire(self) -> Pooled:
+        """Hand-packed hot-path commands (eventbus.wire), sharing the bus's lifetime."""
+        return self._wire
+
+    @property
     def redis(self) -> Redis:
         """The shared redis-py asyncio client (a pool). Handlers may use it."""
         return self._redis
@@ -229,6 +234,7 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
+        await self._wire.aclose()
         await self._redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.close)

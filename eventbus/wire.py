@@ -51,7 +51,7 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
     try:
         # one timeout for the whole exchange, not one per reply (redis-py's default)
         async with asyncio.timeout(conn.socket_timeout):
-            await conn.send_packed_command(payload, check_health=False)
+            await _send(conn, payload)
             out: list[Any] = []
             for _ in range(replies):
                 try:
@@ -65,6 +65,17 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
         await conn.disconnect()
         raise
     return out
+
+
+async def _send(conn: AbstractConnection, payload: bytes) -> None:
+    """Write to the connection's stream; redis-py's send_packed_command would wrap the
+    write in asyncio.wait_for (a task per command), where our exchange has one timeout."""
+    writer = getattr(conn, "_writer", None)
+    if writer is None or not conn.is_connected:
+        await conn.send_packed_command(payload, check_health=False)
+        return
+    writer.write(payload)
+    await writer.drain()
 
 
 def has_pending_input(conn: AbstractConnection) -> bool:
@@ -117,24 +128,44 @@ class Script:
 
 
 class Pooled:
-    """Hand-packed requests on connections of a redis-py client's pool."""
+    """Hand-packed requests on a free list of connections made like the client's own.
+
+    A free list rather than redis-py's pool: taking and returning a connection there
+    costs locks and observability hooks on every command, about as much as the rest
+    of a publish. Callers bound their concurrency (the bus's publish semaphore, one
+    ack flush per group), which bounds the connections made here.
+    """
 
     def __init__(self, client: Redis) -> None:
         self.client = client
         self._pool = client.connection_pool
+        self._idle: list[AbstractConnection] = []
+        self._all: set[AbstractConnection] = set()
 
     async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
         """Run packed commands. Never resent after a transport error: the server may have
-        run them (a resent XADD is a duplicate event). A pooled connection that died with
+        run them (a resent XADD is a duplicate event). An idle connection that died with
         a server restart is detected and replaced before anything is written to it."""
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = self._idle.pop() if self._idle else self._new()
         try:
-            if has_pending_input(conn):
+            if not conn.is_connected:
+                await conn.connect()  # type: ignore[no-untyped-call]
+            elif has_pending_input(conn):
                 await conn.disconnect()
-                await conn.connect()
+                await conn.connect()  # type: ignore[no-untyped-call]
             return await exchange(conn, payload, replies)
         finally:
-            await self._pool.release(conn)
+            self._idle.append(conn)
+
+    def _new(self) -> AbstractConnection:
+        conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
+        self._all.add(conn)
+        return conn
+
+    async def aclose(self) -> None:
+        conns, self._all, self._idle = self._all, set(), []
+        for conn in conns:
+            await conn.disconnect()
 
     async def call(self, *args: Arg) -> Any:
         """One command; an error reply raises."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eventbus import EventBus
-from eventbus.wire import Pooled, _pack_hiredis, _pack_python, pack
+from eventbus.wire import _pack_hiredis, _pack_python, pack
 
 ARGS = [
     ["PING"],
@@ -21,7 +21,7 @@ def test_python_and_hiredis_packers_agree(args: list[object]) -> None:
 
 
 async def test_packed_commands_round_trip(bus: EventBus) -> None:
-    wire = Pooled(bus.redis)
+    wire = bus.wire
     key = f"{bus.keys.prefix}:wire"
     value = b"\x00\xff\r\n binary \xc3\xa9"
     assert await wire.call("SET", key, value) == b"OK"

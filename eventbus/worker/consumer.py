@@ -33,7 +33,7 @@ from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
 from eventbus.errors import DecodeError
 from eventbus.events import Event, lookup
 from eventbus.scripts import SCRIPTS
-from eventbus.wire import Arg, Dedicated, Pooled
+from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
 from eventbus.worker.deadletter import describe, dlq_fields, traceback_tail
 from eventbus.worker.groups import (
@@ -105,7 +105,7 @@ class GroupConsumer:
         self._ready = asyncio.Event()
         self._stopping = False
         self._client = bus.redis
-        self._wire = Pooled(bus.redis)
+        self._wire = bus.wire
         self._reader = Dedicated(bus.redis, socket_timeout=settings.block_ms / 1000 + 10)
         self._reading = False
         self._last_seen: str | None = None
