@@ -234,10 +234,12 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
-        await self._wire.aclose()
-        await self._redis.aclose()
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.close)
+        try:
+            await self._wire.aclose()
+            await self._redis.aclose()
+        finally:
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.close)
 
     async def __aenter__(self) -> Self:
         return self

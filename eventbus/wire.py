@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -59,10 +60,14 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
                 except ResponseError as exc:
                     out.append(exc)
     except TimeoutError as exc:  # asyncio's: the socket timeout passed
-        await conn.disconnect()
+        await conn.disconnect(nowait=True)
         raise RedisTimeoutError(f"no reply from Redis within {conn.socket_timeout}s") from exc
+    except OSError as exc:  # a raw socket error from the stream: report it as redis-py does
+        await conn.disconnect(nowait=True)
+        raise RedisConnectionError(f"connection to Redis lost: {exc!r}") from exc
     except BaseException:
-        await conn.disconnect()
+        # nowait: a stalled socket must not hold up a cancellation or a timeout
+        await conn.disconnect(nowait=True)
         raise
     return out
 
@@ -78,19 +83,27 @@ async def _send(conn: AbstractConnection, payload: bytes) -> None:
     await writer.drain()
 
 
-def has_pending_input(conn: AbstractConnection) -> bool:
-    """True when an idle connection's socket is readable: the server closed it (EOF
-    waiting) or sent something unasked. Either way it must not carry a request.
+def is_dead(conn: AbstractConnection) -> bool:
+    """True when an idle connection must not carry a request: its transport is closing or
+    gone, the event loop saw EOF, or its socket is readable (the server closed it, and the
+    event loop has not noticed yet, or sent something unasked).
 
-    redis-py's pool checks this through the event loop, which may not have seen the
+    redis-py's pool checks through the event loop only, which may not have seen the
     server's FIN yet (a Redis restart while the loop was busy); a zero-timeout select on
     the socket asks the kernel directly, as go-redis does before reusing a connection.
     """
     writer = getattr(conn, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
+    if writer is None:  # not a stream connection we know how to inspect: trust it
         return False
+    reader = getattr(conn, "_reader", None)
+    transport = writer.transport
+    if transport is None or transport.is_closing():
+        return True
+    if reader is not None and reader.at_eof():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:  # TLS transports drop their socket once the peer has closed
+        return True
     try:
         readable, _, _ = select.select([sock.fileno()], [], [], 0)
     except (OSError, ValueError):
@@ -136,36 +149,50 @@ class Pooled:
     ack flush per group), which bounds the connections made here.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, *, keep_idle: int = 64) -> None:
         self.client = client
         self._pool = client.connection_pool
         self._idle: list[AbstractConnection] = []
         self._all: set[AbstractConnection] = set()
+        self._keep_idle = keep_idle
+        self._closed = False
 
     async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
         """Run packed commands. Never resent after a transport error: the server may have
-        run them (a resent XADD is a duplicate event). An idle connection that died with
-        a server restart is detected and replaced before anything is written to it."""
+        run them (a resent XADD is a duplicate event). An idle connection that died (a
+        server restart, an idle timeout, CLIENT KILL) is replaced before anything is
+        written to it."""
+        if self._closed:
+            raise RedisConnectionError("the connection pool is closed")
         conn = self._idle.pop() if self._idle else self._new()
         try:
             if not conn.is_connected:
                 await conn.connect()  # type: ignore[no-untyped-call]
-            elif has_pending_input(conn):
-                await conn.disconnect()
+            elif is_dead(conn):
+                await conn.disconnect(nowait=True)
                 await conn.connect()  # type: ignore[no-untyped-call]
             return await exchange(conn, payload, replies)
         finally:
-            self._idle.append(conn)
+            await self._put_back(conn)
 
     def _new(self) -> AbstractConnection:
         conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
         self._all.add(conn)
         return conn
 
+    async def _put_back(self, conn: AbstractConnection) -> None:
+        if not self._closed and len(self._idle) < self._keep_idle:
+            self._idle.append(conn)
+            return
+        # closed meanwhile, or more idle connections than a busy moment needs
+        self._all.discard(conn)
+        await conn.disconnect(nowait=True)
+
     async def aclose(self) -> None:
+        """Close every connection; requests in flight fail, later ones raise."""
+        self._closed = True
         conns, self._all, self._idle = self._all, set(), []
-        for conn in conns:
-            await conn.disconnect()
+        await asyncio.gather(*(c.disconnect(nowait=True) for c in conns), return_exceptions=True)
 
     async def call(self, *args: Arg) -> Any:
         """One command; an error reply raises."""
@@ -218,4 +245,4 @@ class Dedicated:
         self.client_id = None
 
     async def aclose(self) -> None:
-        await self._conn.disconnect()
+        await self._conn.disconnect(nowait=True)

@@ -259,3 +259,70 @@ async def test_publish_after_a_redis_restart_needs_no_retry(
         assert await bus.redis.xlen(bus.keys.stream("jobs")) == 16
     finally:
         await bus.aclose()
+
+
+@pytest.fixture
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_connections_killed_while_idle_are_replaced(
+    redis_server_factory: Callable[..., RedisServer], tls: bool, request: pytest.FixtureRequest
+) -> None:
+    """CLIENT KILL (or the server's idle timeout, or a failover) closes idle connections;
+    the next publish must not fail on one of them, over TCP or TLS."""
+    extra: list[str] = []
+    url_of: Callable[[RedisServer], str] = lambda s: s.url  # noqa: E731
+    if tls:
+        cert, key = request.getfixturevalue("tls_files")
+        from eventbus.testing.server import free_port
+
+        tls_port = free_port()
+        extra = ["--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key,
+                 "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]  # fmt: skip
+        url_of = lambda s: f"rediss://localhost:{tls_port}/0?ssl_cert_reqs=none"  # noqa: E731
+    server = redis_server_factory(extra_args=extra)
+    bus = EventBus.from_url(url_of(server), service="kill", prefix="kill")
+    admin = redis.Redis(port=server.port)
+    try:
+        await asyncio.gather(*(bus.publish(Job(n=i)) for i in range(4)))
+        admin.client_kill_filter(_type="normal", skipme=True)
+        await wait_for(lambda: len(admin.client_list()) == 1)  # only the admin is left
+        # the hard case: the event loop has already processed the close (a TLS transport
+        # then has no socket left to inspect)
+        await wait_for(lambda: all(c._reader.at_eof() for c in bus.wire._idle))
+        await bus.publish(Job(n=4))  # no error: the dead connection was replaced
+        assert await bus.redis.xlen(bus.keys.stream("jobs")) == 5
+    finally:
+        admin.close()
+        await bus.aclose()
+
+
+async def test_aclose_while_publishing_leaves_nothing_open(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    admin = redis.Redis(port=server.port)
+    bus = EventBus.from_url(server.url, service="close", prefix="close")
+    try:
+        publishes = [asyncio.ensure_future(bus.publish(Job(n=i))) for i in range(20)]
+        await asyncio.sleep(0)
+        await bus.aclose()
+        await asyncio.gather(*publishes, return_exceptions=True)
+        with pytest.raises(PublishError, match="closed"):
+            await bus.publish(Job(n=99))
+        await wait_for(lambda: len(admin.client_list()) == 1, message="connections closed")
+    finally:
+        admin.close()
