@@ -35,9 +35,9 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     servers: list[RedisServer] = []
 
     def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(**kwargs).start()
-        servers.append(server)
-        return server
+        server = RedisServer(**kwargs)
+        servers.append(server)  # cleaned up even if it fails to start
+        return server.start()
 
     yield make
     for server in servers:
