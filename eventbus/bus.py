@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -15,12 +16,23 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
+from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
-from eventbus.envelope import Encoding, check_headers, content_type, encode_payload, field_list
-from eventbus.errors import ConfigurationError, ConnectionFailed, EventTypeError, PublishError
+from eventbus.envelope import Encoding, content_type
+from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
-from eventbus.wire import Pooled, pack
+from eventbus.publishing.aio import AsyncFlusher, send
+from eventbus.publishing.core import (
+    DEFAULT_MAX_EVENT_BYTES,
+    PublishCore,
+    PublishResult,
+    raise_for_batch,
+    single_result,
+)
+from eventbus.publishing.outbox import OnDrop, Outbox, Overflow, PublishStats
+from eventbus.streams import Stream, StreamSettings
+from eventbus.wire import Pooled
 
 log = logging.getLogger("eventbus.bus")
 
@@ -43,11 +55,33 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if creds else url
 
 
+@dataclass(frozen=True)
+class PublishSettings:
+    """How a bus publishes.
+
+    - ``max_event_bytes``: larger encoded payloads are refused (default 1 MiB).
+    - ``max_publishing``: publishes in flight at once; more wait their turn (default 64).
+    - ``buffer_size``: events ``publish_nowait`` may hold (default 10,000).
+    - ``overflow``: when the buffer is full: ``"drop"`` (counted, default), ``"raise"``
+      (BufferFull), or ``"block"`` (wait for room; only threads other than the event
+      loop's can wait: on the loop thread it raises, as blocking would stall the loop).
+    - ``deadline``: how long ``publish_nowait`` retries an event before dropping it (5 s).
+    - ``on_drop``: called with (event, reason) for each dropped event.
+    """
+
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_publishing: int = DEFAULT_MAX_PUBLISHING
+    buffer_size: int = 10_000
+    overflow: Overflow = "drop"
+    deadline: Duration = 5.0
+    on_drop: OnDrop | None = None
+
+
 class EventBus:
     """Publishes events and gives workers their Redis connections.
 
     Build it with `EventBus.from_url`; close it with ``await bus.aclose()`` or
-    ``async with bus``.
+    ``async with bus`` (both flush what ``publish_nowait`` buffered first).
     """
 
     def __init__(
@@ -57,21 +91,40 @@ class EventBus:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
+        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        publishing: PublishSettings | None = None,
         url: str | None = None,
         embedded: EmbeddedRedis | None = None,
-        max_publishing: int = DEFAULT_MAX_PUBLISHING,
     ) -> None:
-        check_name("service", service)
+        settings = publishing or PublishSettings()
         self._redis = redis
-        self.service = service
+        self.service = check_name("service", service)
         self.keys = Keys(prefix)
         self.encoding: Encoding = encoding
-        self._ct = content_type(encoding)
+        self.streams = StreamSettings(streams)
         self.url = url
         self.embedded = embedded
+        self.publish_stats = PublishStats()
+        self._core = PublishCore(
+            keys=self.keys,
+            service=service,
+            encoding=encoding,
+            streams=self.streams,
+            max_event_bytes=settings.max_event_bytes,
+        )
         self._closed = False
-        self._publishing = asyncio.Semaphore(max_publishing)
+        self._publishing = asyncio.Semaphore(settings.max_publishing)
         self._wire = Pooled(redis)
+        self._outbox = Outbox(
+            size=settings.buffer_size,
+            overflow=settings.overflow,
+            deadline_s=seconds(settings.deadline, name="deadline"),
+            stats=self.publish_stats,
+            on_drop=settings.on_drop,
+        )
+        self._flusher = AsyncFlusher(self._outbox, self._request, self.publish_stats)
+        self._outbox.wake = self._flusher.wake
+        self._outbox.may_block = lambda: not self._flusher.on_loop_thread()
 
     @classmethod
     def from_url(
@@ -81,15 +134,13 @@ class EventBus:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
+        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        publishing: PublishSettings | None = None,
         data_dir: str | os.PathLike[str] | None = None,
-        max_publishing: int = DEFAULT_MAX_PUBLISHING,
     ) -> EventBus:
         """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
-        server for `data_dir` (started now if none runs there).
-
-        `max_publishing` bounds the publishes in flight at once (each holds a pooled
-        connection); past it, publishers wait their turn.
-        """
+        server for `data_dir` (started now if none runs there). `streams` overrides the
+        settings Event classes declared for their streams (see `eventbus.Stream`)."""
         check_name("service", service)
         Keys(prefix)  # validates the prefix before any server starts
         content_type(encoding)
@@ -103,9 +154,10 @@ class EventBus:
             service=service,
             prefix=prefix,
             encoding=encoding,
+            streams=streams,
+            publishing=publishing,
             url=url,
             embedded=embedded,
-            max_publishing=max_publishing,
         )
 
     @property
@@ -147,41 +199,9 @@ class EventBus:
 
     # -- publishing -------------------------------------------------------------------
 
-    def _entry(
-        self,
-        event: Event,
-        key: str | None,
-        stream: str | None,
-        headers: dict[str, str] | None,
-    ) -> tuple[str, list[Any]]:
-        """The stream key and XADD arguments for one event; validates it first."""
-        if not isinstance(event, Event):
-            raise EventTypeError(
-                f"cannot publish {type(event).__name__}: only instances of Event subclasses "
-                "(class X(Event, stream=...)) can be published"
-            )
-        cls = type(event)
-        stream_name = stream or cls.__eb_stream__
-        if stream_name is None:
-            raise EventTypeError(
-                f"cannot publish {cls.__name__}: it has no stream; declare "
-                f"`class {cls.__name__}(Event, stream='name')` or pass stream="
-            )
-        if stream is not None:
-            check_name("stream", stream)
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
-        check_headers(headers)
-        args: list[Any] = ["XADD", self.keys.stream(stream_name), "*"]
-        args += field_list(
-            type_name=cls.__eb_type__,
-            data=encode_payload(event, self.encoding),
-            source=self.service,
-            ct=self._ct,
-            key=key,
-            headers=headers,
-        )
-        return stream_name, args
+    async def _request(self, payload: bytes, replies: int) -> list[object]:
+        async with self._publishing:
+            return await self._wire.request(payload, replies)
 
     async def publish(
         self,
@@ -190,38 +210,81 @@ class EventBus:
         key: str | None = None,
         stream: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> str:
-        """Append `event` to its stream; returns the stream id once Redis has it."""
-        self._check_open()
-        stream_name, args = self._entry(event, key, stream, headers)
-        try:
-            async with self._publishing:
-                stream_id = await self._wire.call(*args)
-        except RedisError as exc:
-            raise PublishError(
-                f"publishing {type(event).__name__} to stream {stream_name!r} failed: {exc}"
-            ) from exc
-        return _text(stream_id)
+        dedup_window: Duration | None = None,
+    ) -> PublishResult:
+        """Append `event` to its stream; returns its stream id once Redis has it.
 
-    async def publish_many(self, events: Sequence[Event]) -> list[str]:
-        """Publish several events in one pipelined round trip; ids in order."""
+        With a `key`, the event is written once per key within the stream's dedup window
+        (10 min by default; `dedup_window` overrides it, 0 turns it off): a repeat writes
+        nothing and returns the first publish's id, with ``.duplicate`` set.
+        """
         self._check_open()
-        if not events:
-            return []
-        entries = [self._entry(event, None, None, None) for event in events]
-        payload = b"".join(pack(args) for _, args in entries)
+        prepared = self._core.prepare(
+            event, key=key, stream=stream, headers=headers, dedup_window=_window(dedup_window)
+        )
         try:
-            async with self._publishing:
-                results = await self._wire.request(payload, len(entries))
-        except RedisError as exc:
+            [outcome] = await send([prepared], self._request, self.publish_stats)
+        except (RedisError, OSError) as exc:
+            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+        return single_result(prepared, outcome)
+
+    async def publish_many(
+        self,
+        events: Sequence[Event],
+        *,
+        keys: Sequence[str | None] | None = None,
+        dedup_window: Duration | None = None,
+    ) -> list[PublishResult]:
+        """Publish several events in one pipelined round trip; results in order.
+
+        If some are not written, PublishManyError says which were written (with their
+        ids), which Redis refused, and which lost their reply with the connection.
+        """
+        self._check_open()
+        if keys is not None and len(keys) != len(events):
+            raise ConfigurationError(f"keys has {len(keys)} items for {len(events)} events")
+        window = _window(dedup_window)
+        prepared = [
+            self._core.prepare(event, key=keys[i] if keys else None, dedup_window=window)
+            for i, event in enumerate(events)
+        ]
+        if not prepared:
+            return []
+        try:
+            outcomes = await send(prepared, self._request, self.publish_stats)
+        except (RedisError, OSError) as exc:  # could not connect: nothing was written
             raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
-        failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
-        if failed:
-            raise PublishError(
-                f"{len(failed)} of {len(events)} events were not written "
-                f"(first failure at index {failed[0]}: {results[failed[0]]})"
-            )
-        return [_text(r) for r in results]
+        return raise_for_batch(prepared, outcomes)
+
+    def publish_nowait(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        """Buffer `event` and return at once; a background task writes it.
+
+        Never raises for Redis trouble and never blocks the event loop: Redis errors are
+        retried until the event's deadline, then the event is dropped, logged, counted in
+        ``publish_stats.dropped`` and passed to ``on_drop``. Returns False when the event
+        was dropped at once because the buffer is full (overflow "drop"). Invalid events
+        (not an Event, too large) still raise here, writing nothing.
+        """
+        self._check_open()
+        prepared = self._core.prepare(event, key=key, stream=stream, headers=headers)
+        return self._outbox.put(prepared)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything ``publish_nowait`` buffered is written (or dropped at its
+        deadline); False if `timeout` passed first."""
+        return await self._flusher.flush(timeout)
+
+    @property
+    def buffered(self) -> int:
+        """Events ``publish_nowait`` holds, not yet written."""
+        return len(self._outbox)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -230,11 +293,14 @@ class EventBus:
             raise PublishError("the bus is closed; publish before aclose(), or build a new bus")
 
     async def aclose(self) -> None:
-        """Close connections; stop the embedded server if this process started it."""
+        """Flush ``publish_nowait``'s buffer (each event waits at most until its
+        deadline), close connections, stop the embedded server if this process started
+        it."""
         if self._closed:
             return
         self._closed = True
         try:
+            await self._flusher.aclose(timeout=None)
             await self._wire.aclose()
             await self._redis.aclose()
         finally:
@@ -274,5 +340,5 @@ def make_client(url: str) -> Redis:
     return Redis.from_pool(pool)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _window(value: Duration | None) -> float | None:
+    return None if value is None else seconds(value, name="dedup_window")

@@ -33,3 +33,38 @@ class DecodeError(EventBusError):
 
 class EmbeddedServerError(EventBusError):
     """The embedded Redis server could not be found or started."""
+
+
+class EventTooLarge(PublishError, ValueError):
+    """An event's encoded payload exceeds the bus's `max_event_bytes`; nothing was written."""
+
+
+class BufferFull(PublishError):
+    """`publish_nowait` found the buffer full under the `raise` (or `block`) overflow policy."""
+
+
+class PublishManyError(PublishError):
+    """Some events of a `publish_many` were not written, or their outcome is unknown.
+
+    ``results[i]`` is the stream id of event ``i`` when it was written, else None.
+    ``failed`` maps the index of each event Redis refused to the error (not written);
+    ``unknown`` lists the indexes whose reply was lost with the connection (they may or
+    may not have been written: publish them again with a key to be safe).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        results: list[str | None],
+        failed: dict[int, Exception],
+        unknown: list[int],
+    ) -> None:
+        super().__init__(message)
+        self.results = results
+        self.failed = failed
+        self.unknown = unknown
+
+    @property
+    def written(self) -> list[int]:
+        return [i for i, r in enumerate(self.results) if r is not None]

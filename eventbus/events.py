@@ -17,6 +17,7 @@ import msgspec
 
 from eventbus.errors import ConfigurationError
 from eventbus.keys import check_name
+from eventbus.streams import Stream, declare
 
 _registry_lock = threading.Lock()
 # stream -> type name -> class
@@ -34,12 +35,15 @@ class EventMeta(msgspec.StructMeta):
         namespace: dict[str, Any],
         /,
         *,
-        stream: str | None = None,
+        stream: str | Stream | None = None,
         type: str | None = None,
         **kwargs: Any,
     ) -> EventMeta:
         kwargs.setdefault("frozen", True)
         cls = super().__new__(mcls, name, bases, namespace, **kwargs)
+        if isinstance(stream, Stream):
+            declare(stream)
+            stream = stream.name
         if stream is not None:
             check_name("stream", stream)
             cls.__eb_stream__ = stream  # type: ignore[attr-defined]
@@ -60,7 +64,7 @@ class Event(msgspec.Struct, metaclass=EventMeta, frozen=True):
     def __init_subclass__(
         cls,
         *,
-        stream: str | None = None,
+        stream: str | Stream | None = None,
         type: str | None = None,
         **kwargs: Any,
     ) -> None:

@@ -45,15 +45,25 @@ def _pack_python(args: Sequence[Arg]) -> bytes:
     return b"".join(parts)
 
 
+class IncompleteExchange(RedisConnectionError):
+    """The connection failed after the request was (maybe) sent. `replies` holds the
+    replies read before the failure: the commands after them may or may not have run."""
+
+    def __init__(self, message: str, replies: list[Any]) -> None:
+        super().__init__(message)
+        self.replies = replies
+
+
 async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> list[Any]:
     """Send packed commands on `conn` and read `replies` replies. An error reply becomes
     a ResponseError in the list (the others are still read, keeping the connection in
-    step); a transport error or cancellation disconnects `conn` and propagates."""
+    step); a transport error disconnects `conn` and raises IncompleteExchange with the
+    replies read so far; a cancellation disconnects it and propagates."""
+    out: list[Any] = []
     try:
         # one timeout for the whole exchange, not one per reply (redis-py's default)
         async with asyncio.timeout(conn.socket_timeout):
             await _send(conn, payload)
-            out: list[Any] = []
             for _ in range(replies):
                 try:
                     out.append(await conn.read_response(timeout=math.inf))
@@ -61,10 +71,10 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
                     out.append(exc)
     except TimeoutError as exc:  # asyncio's: the socket timeout passed
         await conn.disconnect(nowait=True)
-        raise RedisTimeoutError(f"no reply from Redis within {conn.socket_timeout}s") from exc
-    except OSError as exc:  # a raw socket error from the stream: report it as redis-py does
+        raise IncompleteExchange(f"no reply from Redis within {conn.socket_timeout}s", out) from exc
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await conn.disconnect(nowait=True)
-        raise RedisConnectionError(f"connection to Redis lost: {exc!r}") from exc
+        raise IncompleteExchange(f"connection to Redis lost: {exc}", out) from exc
     except BaseException:
         # nowait: a stalled socket must not hold up a cancellation or a timeout
         await conn.disconnect(nowait=True)

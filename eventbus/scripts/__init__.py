@@ -19,6 +19,7 @@ class Scripts:
     dead_letter: Script
     reclaim: Script
     delete_consumer: Script
+    publish_dedup: Script
 
     @classmethod
     def load(cls) -> Scripts:
@@ -28,6 +29,7 @@ class Scripts:
             dead_letter=Script(source("dead_letter")),
             reclaim=Script(source("reclaim")),
             delete_consumer=Script(source("delete_consumer")),
+            publish_dedup=Script(source("publish_dedup")),
         )
 
 

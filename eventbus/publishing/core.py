@@ -1,0 +1,251 @@
+"""What every publisher shares, with no I/O: validation, the envelope, the XADD or
+dedup-script command, and the batch protocol (sans-IO, driven by the async bus and by
+the sync publisher alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from eventbus.envelope import (
+    Encoding,
+    check_headers,
+    content_type,
+    encode_payload,
+    field_list,
+    new_event_id,
+)
+from eventbus.errors import (
+    ConfigurationError,
+    EventTooLarge,
+    EventTypeError,
+    PublishError,
+    PublishManyError,
+)
+from eventbus.events import Event
+from eventbus.keys import Keys, check_name
+from eventbus.scripts import SCRIPTS
+from eventbus.streams import StreamSettings
+from eventbus.wire import Arg, IncompleteExchange, pack
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+class PublishResult(str):
+    """The stream id of a published event (it is a ``str``), and whether the publish was
+    a duplicate within the key's dedup window: then the id is the first publish's."""
+
+    duplicate: bool
+
+    def __new__(cls, stream_id: str, *, duplicate: bool = False) -> PublishResult:
+        result = super().__new__(cls, stream_id)
+        result.duplicate = duplicate
+        return result
+
+
+class OutcomeUnknown(PublishError):
+    """The connection failed before the reply: the event may or may not be in Redis."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One validated, encoded event and the command that writes it."""
+
+    event: Event
+    stream: str
+    type_name: str
+    event_id: str
+    command: list[Arg]
+    deduped: bool
+    packed: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        self.packed = pack(self.command)
+
+    def describe(self) -> str:
+        return f"{self.type_name} {self.event_id} to stream {self.stream!r}"
+
+    def result(self, reply: Any) -> PublishResult | Exception:
+        """The publish's result from its reply, or the error Redis answered."""
+        if isinstance(reply, Exception):
+            return reply
+        if self.deduped:
+            stream_id, duplicate = reply
+            return PublishResult(_text(stream_id), duplicate=bool(int(duplicate)))
+        return PublishResult(_text(reply))
+
+
+class PublishCore:
+    """Turns events into commands, the same way for every publisher."""
+
+    def __init__(
+        self,
+        *,
+        keys: Keys,
+        service: str,
+        encoding: Encoding = "json",
+        streams: StreamSettings | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        check_name("service", service)
+        if not isinstance(max_event_bytes, int) or max_event_bytes < 1:
+            raise ConfigurationError(
+                f"max_event_bytes must be a positive int, got {max_event_bytes!r}"
+            )
+        self.keys = keys
+        self.service = service
+        self.encoding: Encoding = encoding
+        self._ct = content_type(encoding)
+        self.streams = streams or StreamSettings()
+        self.max_event_bytes = max_event_bytes
+
+    def prepare(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+        dedup_window: float | None = None,
+    ) -> Prepared:
+        """Validate and encode `event`; raises (writing nothing) when it cannot be published."""
+        stream_name = self._stream_of(event, stream)
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
+        check_headers(headers)
+        data = encode_payload(event, self.encoding)
+        if len(data) > self.max_event_bytes:
+            raise EventTooLarge(
+                f"{type(event).__name__} encodes to {len(data):,} bytes, over the limit of "
+                f"{self.max_event_bytes:,} (max_event_bytes); store large payloads elsewhere "
+                "and publish a reference"
+            )
+        settings = self.streams.get(stream_name)
+        window_s = settings.dedup_window_s if dedup_window is None else dedup_window
+        if window_s < 0:
+            raise ConfigurationError(f"dedup_window must not be negative, got {dedup_window!r}")
+        event_id = new_event_id()
+        fields = field_list(
+            type_name=type(event).__eb_type__,
+            data=data,
+            source=self.service,
+            ct=self._ct,
+            key=key,
+            headers=headers,
+            event_id=event_id,
+        )
+        stream_key = self.keys.stream(stream_name)
+        maxlen = settings.maxlen or 0
+        deduped = key is not None and window_s > 0
+        if deduped:
+            assert key is not None
+            command: list[Arg] = SCRIPTS.publish_dedup.evalsha(
+                [stream_key, self.keys.pub(stream_name, key)],
+                [max(1, int(window_s * 1000)), maxlen, *fields],
+            )
+        elif maxlen:
+            command = ["XADD", stream_key, "MAXLEN", "~", maxlen, "*", *fields]
+        else:
+            command = ["XADD", stream_key, "*", *fields]
+        return Prepared(
+            event=event,
+            stream=stream_name,
+            type_name=type(event).__eb_type__,
+            event_id=event_id,
+            command=command,
+            deduped=deduped,
+        )
+
+    @staticmethod
+    def _stream_of(event: Event, stream: str | None) -> str:
+        if not isinstance(event, Event):
+            raise EventTypeError(
+                f"cannot publish {type(event).__name__}: only instances of Event subclasses "
+                "(class X(Event, stream=...)) can be published"
+            )
+        cls = type(event)
+        if stream is not None:
+            return check_name("stream", stream)
+        if cls.__eb_stream__ is None:
+            raise EventTypeError(
+                f"cannot publish {cls.__name__}: it has no stream; declare "
+                f"`class {cls.__name__}(Event, stream='name')` or pass stream="
+            )
+        return cls.__eb_stream__
+
+
+Request = tuple[bytes, int]
+Outcome = PublishResult | Exception
+
+
+def send_batch(items: Sequence[Prepared]) -> Generator[Request, list[Any], list[Outcome]]:
+    """The batch protocol: yields (payload, reply count) requests, receives the replies,
+    returns one outcome per item: a PublishResult, the error Redis answered (not
+    written), or OutcomeUnknown (the connection failed before its reply).
+
+    Dedup-script commands answered NOSCRIPT (a restarted or flushed Redis) did not run:
+    the script is loaded and just those are sent again, which is safe.
+    """
+    outcomes: list[Outcome | None] = [None] * len(items)
+    pending = list(range(len(items)))
+    for round_ in range(2):
+        payload = b"".join(items[i].packed for i in pending)
+        count = len(pending)
+        if round_ == 1:
+            payload = pack(["SCRIPT", "LOAD", SCRIPTS.publish_dedup.source]) + payload
+        try:
+            replies = yield payload, count + round_
+        except IncompleteExchange as exc:
+            replies = exc.replies
+        replies = replies[round_:]  # skip the SCRIPT LOAD reply
+        retry = []
+        for n, i in enumerate(pending):
+            if n >= len(replies):
+                outcomes[i] = OutcomeUnknown(f"no reply for {items[i].describe()}")
+            elif isinstance(replies[n], NoScriptError) and items[i].deduped and round_ == 0:
+                retry.append(i)
+            else:
+                outcomes[i] = items[i].result(replies[n])
+        if not retry:
+            break
+        pending = retry
+    return [o if o is not None else OutcomeUnknown("not sent") for o in outcomes]
+
+
+def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[PublishResult]:
+    """The results, or PublishManyError saying which events were written and which not."""
+    if all(isinstance(o, PublishResult) for o in outcomes):
+        return outcomes  # type: ignore[return-value]
+    results: list[str | None] = [o if isinstance(o, PublishResult) else None for o in outcomes]
+    failed = {
+        i: o for i, o in enumerate(outcomes) if isinstance(o, Exception)
+        and not isinstance(o, OutcomeUnknown)
+    }  # fmt: skip
+    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
+    written = sum(r is not None for r in results)
+    first = min([*failed, *unknown])
+    detail = failed.get(first) or outcomes[first]
+    raise PublishManyError(
+        f"{written} of {len(items)} events written, {len(failed)} refused by Redis, "
+        f"{len(unknown)} of unknown outcome (connection lost before their reply); first "
+        f"problem at index {first} ({items[first].describe()}): {detail}",
+        results=results,
+        failed=failed,
+        unknown=unknown,
+    )
+
+
+def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
+    if isinstance(outcome, PublishResult):
+        return outcome
+    if isinstance(outcome, ResponseError):
+        raise PublishError(f"Redis refused {item.describe()}: {outcome}") from outcome
+    raise PublishError(f"publishing {item.describe()} failed: {outcome}") from outcome
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,161 @@
+"""The fire-and-forget buffer behind ``publish_nowait``: bounded, deadline per event,
+thread-safe, shared by the async bus and the sync publisher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from eventbus.errors import BufferFull, ConfigurationError
+from eventbus.events import Event
+from eventbus.publishing.core import Prepared
+
+log = logging.getLogger("eventbus.publish")
+
+Overflow = Literal["drop", "block", "raise"]
+OnDrop = Callable[[Event, str], object]
+
+
+@dataclass
+class PublishStats:
+    """Counters of one publisher (Prometheus metrics build on the same events)."""
+
+    published: int = 0  # written to Redis (publish, publish_many, publish_nowait)
+    duplicates: int = 0  # publishes with a key already seen in its dedup window
+    dropped: int = 0  # publish_nowait events given up: buffer full or deadline passed
+    retried: int = 0  # publish_nowait batches sent again after a Redis error
+
+
+@dataclass(slots=True)
+class Pending:
+    prepared: Prepared
+    deadline: float  # time.monotonic()
+
+
+class Outbox:
+    """A bounded FIFO of prepared events waiting for the flusher.
+
+    ``wake`` is called (outside the lock) whenever events arrive, so the flusher, an
+    asyncio task or a thread, can be woken the way it needs.
+    """
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        overflow: Overflow,
+        deadline_s: float,
+        stats: PublishStats,
+        on_drop: OnDrop | None = None,
+        wake: Callable[[], None] = lambda: None,
+        may_block: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"buffer_size must be a positive int, got {size!r}")
+        if overflow not in ("drop", "block", "raise"):
+            raise ConfigurationError(
+                f"overflow must be 'drop', 'block' or 'raise', got {overflow!r}"
+            )
+        if deadline_s <= 0:
+            raise ConfigurationError(f"deadline must be positive, got {deadline_s!r}")
+        self.size = size
+        self.overflow: Overflow = overflow
+        self.deadline_s = deadline_s
+        self.stats = stats
+        self.on_drop = on_drop
+        self.wake = wake
+        self.may_block = may_block
+        self._items: deque[Pending] = deque()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered and nothing being sent."""
+        return not self._items and self._in_flight == 0
+
+    def put(self, prepared: Prepared, *, block_timeout: float | None = None) -> bool:
+        """Buffer one event; False when dropped for lack of room (overflow "drop")."""
+        with self._lock:
+            if len(self._items) >= self.size and not self._make_room(block_timeout):
+                if self.overflow == "drop":
+                    dropped = prepared
+                else:
+                    raise BufferFull(self._full_message(block_timeout))
+            else:
+                self._items.append(Pending(prepared, time.monotonic() + self.deadline_s))
+                dropped = None
+        if dropped is not None:
+            self.drop([dropped], "buffer full")
+            return False
+        self.wake()
+        return True
+
+    def _full_message(self, block_timeout: float | None) -> str:
+        head = f"the publish buffer is full ({self.size} events)"
+        if self.overflow == "block" and not self.may_block():
+            return (
+                f"{head}, and blocking would stall the event loop: await bus.publish() "
+                "for backpressure, or raise buffer_size"
+            )
+        if self.overflow == "block":
+            return f"{head} and stayed full for {block_timeout}s; raise buffer_size"
+        return f"{head}; raise buffer_size, or await publish() for backpressure"
+
+    def _make_room(self, block_timeout: float | None) -> bool:
+        """Under the lock: wait for room if the policy and the calling thread allow it."""
+        if self.overflow != "block" or not self.may_block():
+            return False
+        return self._changed.wait_for(lambda: len(self._items) < self.size, block_timeout)
+
+    def take(self, limit: int) -> list[Pending]:
+        """Up to `limit` events for the flusher (expired ones are dropped first)."""
+        self.expire()
+        with self._lock:
+            batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+            self._in_flight += len(batch)
+            self._changed.notify_all()
+        return batch
+
+    def settle(self, done: int, retry: list[Pending]) -> None:
+        """The flusher is done with a batch: `retry` goes back to the front, in order."""
+        with self._lock:
+            self._in_flight -= done + len(retry)
+            self._items.extendleft(reversed(retry))
+            self._changed.notify_all()
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            while self._items and self._items[0].deadline <= now:
+                expired.append(self._items.popleft().prepared)
+            if expired:
+                self._changed.notify_all()
+        if expired:
+            self.drop(expired, "deadline passed while Redis was unavailable")
+
+    def drop(self, items: list[Prepared], reason: str) -> None:
+        """Count, log and report events given up on (never under the lock)."""
+        self.stats.dropped += len(items)
+        for prepared in items:
+            log.error("publish_nowait dropped %s: %s", prepared.describe(), reason)
+            if self.on_drop is not None:
+                try:
+                    self.on_drop(prepared.event, reason)
+                except Exception:
+                    log.exception("on_drop callback failed")
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until nothing is buffered or in flight (for threads)."""
+        with self._lock:
+            return self._changed.wait_for(lambda: self.idle, timeout)
