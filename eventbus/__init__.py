@@ -12,25 +12,32 @@ async def index_note(event: NoteCreated, ctx: Context) -> None: ...
 """
 
 from eventbus.backoff import Backoff
-from eventbus.bus import EventBus
+from eventbus.bus import EventBus, PublishSettings
 from eventbus.context import Context
 from eventbus.errors import (
+    BufferFull,
     ConfigurationError,
     ConnectionFailed,
     DecodeError,
     EmbeddedServerError,
     EventBusError,
+    EventTooLarge,
     EventTypeError,
     PublishError,
+    PublishManyError,
 )
 from eventbus.events import Event
+from eventbus.publishing import PublishResult, PublishStats
 from eventbus.router import Router, default_router, subscribe
+from eventbus.streams import Stream
+from eventbus.sync import SyncPublisher
 from eventbus.worker import Worker, WorkerSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
+    "BufferFull",
     "ConfigurationError",
     "ConnectionFailed",
     "Context",
@@ -39,9 +46,16 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusError",
+    "EventTooLarge",
     "EventTypeError",
     "PublishError",
+    "PublishManyError",
+    "PublishResult",
+    "PublishSettings",
+    "PublishStats",
     "Router",
+    "Stream",
+    "SyncPublisher",
     "Worker",
     "WorkerSettings",
     "__version__",

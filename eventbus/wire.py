@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.connection import AbstractConnection as SyncConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -78,6 +79,25 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
     except BaseException:
         # nowait: a stalled socket must not hold up a cancellation or a timeout
         await conn.disconnect(nowait=True)
+        raise
+    return out
+
+
+def exchange_sync(conn: SyncConnection, payload: bytes, replies: int) -> list[Any]:
+    """`exchange` for redis-py's synchronous connections (the sync publisher)."""
+    out: list[Any] = []
+    try:
+        conn.send_packed_command(payload, check_health=False)  # type: ignore[no-untyped-call]
+        for _ in range(replies):
+            try:
+                out.append(conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise IncompleteExchange(f"connection to Redis lost: {exc}", out) from exc
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     return out
 

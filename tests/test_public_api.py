@@ -9,10 +9,12 @@ import eventbus.testing
 def test_all_is_the_curated_surface() -> None:
     assert sorted(eventbus.__all__) == sorted(
         [
-            "Backoff", "ConfigurationError", "ConnectionFailed", "Context", "DecodeError",
-            "EmbeddedServerError", "Event", "EventBus", "EventBusError", "EventTypeError",
-            "PublishError", "Router", "Worker", "WorkerSettings", "__version__",
-            "default_router", "subscribe",
+            "Backoff", "BufferFull", "ConfigurationError", "ConnectionFailed", "Context",
+            "DecodeError", "EmbeddedServerError", "Event", "EventBus", "EventBusError",
+            "EventTooLarge", "EventTypeError", "PublishError", "PublishManyError",
+            "PublishResult", "PublishSettings", "PublishStats", "Router", "Stream",
+            "SyncPublisher", "Worker", "WorkerSettings", "__version__", "default_router",
+            "subscribe",
         ]
     )  # fmt: skip
     for name in eventbus.__all__:
@@ -20,8 +22,9 @@ def test_all_is_the_curated_surface() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in ("ConfigurationError", "ConnectionFailed", "DecodeError", "EmbeddedServerError",
-                 "EventTypeError", "PublishError"):  # fmt: skip
+    for name in ("BufferFull", "ConfigurationError", "ConnectionFailed", "DecodeError",
+                 "EmbeddedServerError", "EventTooLarge", "EventTypeError", "PublishError",
+                 "PublishManyError"):  # fmt: skip
         assert issubclass(getattr(eventbus, name), eventbus.EventBusError), name
     assert issubclass(eventbus.ConfigurationError, ValueError)
 

@@ -12,15 +12,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
-from eventbus.publishing.core import (
-    Outcome,
-    OutcomeUnknown,
-    Prepared,
-    PublishResult,
-    Request,
-    send_batch,
-)
-from eventbus.publishing.outbox import Outbox, Pending, PublishStats
+from eventbus.publishing.core import Outcome, Prepared, Request, send_batch
+from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
 from eventbus.wire import IncompleteExchange
 
 log = logging.getLogger("eventbus.publish")
@@ -49,10 +42,7 @@ async def drive(protocol: Generator[Request, list[Any], list[Outcome]], io: IO) 
 
 async def send(items: Sequence[Prepared], io: IO, stats: PublishStats) -> list[Outcome]:
     outcomes = await drive(send_batch(items), io)
-    for outcome in outcomes:
-        if isinstance(outcome, PublishResult):
-            stats.published += 1
-            stats.duplicates += outcome.duplicate
+    record(outcomes, stats)
     return outcomes
 
 
@@ -121,17 +111,7 @@ class AsyncFlusher:
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch
-        retry = []
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, OutcomeUnknown):
-                # may have been written: sent again, so possibly twice (use a key to dedupe)
-                retry.append(pending)
-            elif isinstance(outcome, Exception):
-                log.warning(
-                    "publish_nowait: Redis refused %s: %s", pending.prepared.describe(), outcome
-                )
-                retry.append(pending)  # e.g. OOM or READONLY: may pass; the deadline bounds it
-        return retry
+        return to_retry(batch, outcomes)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered is written or dropped; False on timeout."""

@@ -13,7 +13,7 @@ from typing import Literal
 
 from eventbus.errors import BufferFull, ConfigurationError
 from eventbus.events import Event
-from eventbus.publishing.core import Prepared
+from eventbus.publishing.core import Outcome, OutcomeUnknown, Prepared, PublishResult
 
 log = logging.getLogger("eventbus.publish")
 
@@ -29,6 +29,28 @@ class PublishStats:
     duplicates: int = 0  # publishes with a key already seen in its dedup window
     dropped: int = 0  # publish_nowait events given up: buffer full or deadline passed
     retried: int = 0  # publish_nowait batches sent again after a Redis error
+
+
+def record(outcomes: list[Outcome], stats: PublishStats) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, PublishResult):
+            stats.published += 1
+            stats.duplicates += outcome.duplicate
+
+
+def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
+    """What a flusher sends again: everything not written. An unknown outcome may have
+    been written already (sent again, it may be twice: a key dedupes it); a Redis error
+    (OOM, READONLY during a failover) may pass. The deadline bounds both."""
+    retry = []
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            if not isinstance(outcome, OutcomeUnknown):
+                log.warning(
+                    "publish_nowait: Redis refused %s: %s", pending.prepared.describe(), outcome
+                )
+            retry.append(pending)
+    return retry
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from eventbus.errors import ConfigurationError
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
 from eventbus.worker.consumer import GroupConsumer
+from eventbus.worker.janitor import Janitor
 from eventbus.worker.settings import WorkerSettings
 
 log = logging.getLogger("eventbus.worker")
@@ -62,6 +63,10 @@ class Worker:
                 self.consumers.append(
                     GroupConsumer(bus, spec, stream, self.consumer_name, self.settings)
                 )
+        self.janitors = [
+            Janitor(bus, stream, self.settings.janitor_interval_s)
+            for stream in sorted({c.stream for c in self.consumers})
+        ]
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
         self._started = False
@@ -74,6 +79,8 @@ class Worker:
         self._started = True
         for consumer in self.consumers:
             consumer.start()
+        for janitor in self.janitors:
+            janitor.start()
         async with asyncio.timeout(timeout):
             await asyncio.gather(*(c.wait_ready() for c in self.consumers))
         log.info(
@@ -97,6 +104,10 @@ class Worker:
         grace_s = self.settings.grace_s if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace_s
         await asyncio.gather(*(c.stop(deadline, self._hurry) for c in self.consumers))
+        await asyncio.gather(*(j.stop() for j in self.janitors))
+        # what handlers handed to publish_nowait goes out before the worker is done
+        if not await self.bus.flush(timeout=max(5.0, grace_s)):
+            log.warning("worker %s: publish_nowait buffer not flushed in time", self.consumer_name)
         log.info("worker %s stopped", self.consumer_name)
 
     async def run(self, *, install_signal_handlers: bool = True) -> None:

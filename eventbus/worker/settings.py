@@ -18,6 +18,8 @@ class WorkerSettings:
     - ``consumer_idle_timeout``: other consumers idle this long that own nothing are deleted.
     - ``hygiene_interval``: how often that check runs.
     - ``dlq_maxlen``: approximate cap of each dead-letter stream; 0 keeps everything.
+    - ``janitor_interval``: how often each stream is trimmed to its retention (and checked
+      for entries its maxlen cut before a group read them).
     """
 
     grace: float | timedelta = 30.0
@@ -26,6 +28,7 @@ class WorkerSettings:
     consumer_idle_timeout: float | timedelta = 3600.0
     hygiene_interval: float | timedelta = 60.0
     dlq_maxlen: int = 0
+    janitor_interval: float | timedelta = 60.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -49,6 +52,10 @@ class WorkerSettings:
     @property
     def consumer_idle_timeout_ms(self) -> int:
         return int(float(self.consumer_idle_timeout) * 1000)  # type: ignore[arg-type]
+
+    @property
+    def janitor_interval_s(self) -> float:
+        return float(self.janitor_interval)  # type: ignore[arg-type]
 
     @property
     def hygiene_interval_s(self) -> float:

@@ -1,0 +1,315 @@
+"""Publishing from code without an event loop: Flask, Django, scripts, threads.
+
+    publisher = SyncPublisher.from_url(url, service="web")
+    publisher.publish(NoteCreated(note_id="1", author="ann"), key="note-1")
+    publisher.publish_nowait(NoteViewed(note_id="1"))      # a background thread writes it
+    publisher.close()                                      # flushes first
+
+The same envelope, commands, dedup and buffer as the async bus (`eventbus.publishing`);
+only the I/O differs: redis-py's thread-safe synchronous pool, and a flusher thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+
+from eventbus.backoff import Reconnect
+from eventbus.bus import ENV_URL, PublishSettings, redact
+from eventbus.durations import Duration, seconds
+from eventbus.embedded import EmbeddedRedis
+from eventbus.envelope import Encoding, content_type
+from eventbus.errors import ConfigurationError, PublishError
+from eventbus.events import Event
+from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.publishing.core import (
+    Outcome,
+    Prepared,
+    PublishCore,
+    PublishResult,
+    Request,
+    raise_for_batch,
+    send_batch,
+    single_result,
+)
+from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
+from eventbus.streams import Stream, StreamSettings
+from eventbus.wire import IncompleteExchange, exchange_sync
+
+log = logging.getLogger("eventbus.publish")
+
+BATCH = 500
+
+
+class SyncPublisher:
+    """A thread-safe publisher for synchronous code. Build it with `from_url`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        service: str,
+        prefix: str = DEFAULT_PREFIX,
+        encoding: Encoding = "json",
+        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        publishing: PublishSettings | None = None,
+        url: str | None = None,
+        embedded: EmbeddedRedis | None = None,
+    ) -> None:
+        settings = publishing or PublishSettings()
+        self._client = client
+        self._pool = client.connection_pool
+        self.service = check_name("service", service)
+        self.keys = Keys(prefix)
+        self.url = url
+        self.embedded = embedded
+        self.publish_stats = PublishStats()
+        self._core = PublishCore(
+            keys=self.keys,
+            service=service,
+            encoding=encoding,
+            streams=StreamSettings(streams),
+            max_event_bytes=settings.max_event_bytes,
+        )
+        self._outbox = Outbox(
+            size=settings.buffer_size,
+            overflow=settings.overflow,
+            deadline_s=seconds(settings.deadline, name="deadline"),
+            stats=self.publish_stats,
+            on_drop=settings.on_drop,
+        )
+        self._flusher = ThreadFlusher(self._outbox, self._request, self.publish_stats)
+        self._outbox.wake = self._flusher.wake
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        service: str,
+        prefix: str = DEFAULT_PREFIX,
+        encoding: Encoding = "json",
+        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        publishing: PublishSettings | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> SyncPublisher:
+        """Like `EventBus.from_url`: a URL, ``$EVENTBUS_REDIS_URL``, or the embedded server."""
+        check_name("service", service)
+        Keys(prefix)
+        content_type(encoding)
+        url = url or os.environ.get(ENV_URL) or None
+        embedded = None
+        if url is None:
+            embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
+            url = embedded.ensure()
+        try:
+            client = redis.Redis.from_url(
+                url, protocol=2, socket_timeout=10, socket_connect_timeout=5
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
+        return cls(
+            client,
+            service=service,
+            prefix=prefix,
+            encoding=encoding,
+            streams=streams,
+            publishing=publishing,
+            url=url,
+            embedded=embedded,
+        )
+
+    def _request(self, payload: bytes, replies: int) -> list[Any]:
+        conn = self._pool.get_connection()
+        try:
+            return exchange_sync(conn, payload, replies)
+        finally:
+            self._pool.release(conn)
+
+    def _send(self, items: Sequence[Prepared]) -> list[Outcome]:
+        outcomes = drive_sync(send_batch(items), self._request)
+        record(outcomes, self.publish_stats)
+        return outcomes
+
+    def publish(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+        dedup_window: Duration | None = None,
+    ) -> PublishResult:
+        """Write `event` now; see `EventBus.publish`."""
+        self._check_open()
+        window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
+        prepared = self._core.prepare(
+            event, key=key, stream=stream, headers=headers, dedup_window=window
+        )
+        try:
+            [outcome] = self._send([prepared])
+        except (redis.RedisError, OSError) as exc:
+            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+        return single_result(prepared, outcome)
+
+    def publish_many(
+        self,
+        events: Sequence[Event],
+        *,
+        keys: Sequence[str | None] | None = None,
+        dedup_window: Duration | None = None,
+    ) -> list[PublishResult]:
+        """Write several events in one round trip; see `EventBus.publish_many`."""
+        self._check_open()
+        if keys is not None and len(keys) != len(events):
+            raise ConfigurationError(f"keys has {len(keys)} items for {len(events)} events")
+        window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
+        prepared = [
+            self._core.prepare(event, key=keys[i] if keys else None, dedup_window=window)
+            for i, event in enumerate(events)
+        ]
+        if not prepared:
+            return []
+        try:
+            outcomes = self._send(prepared)
+        except (redis.RedisError, OSError) as exc:
+            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+        return raise_for_batch(prepared, outcomes)
+
+    def publish_nowait(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+        block_timeout: float | None = None,
+    ) -> bool:
+        """Buffer `event` for the flusher thread and return; see `EventBus.publish_nowait`.
+        Under ``overflow="block"`` a full buffer makes the calling thread wait for room
+        (at most `block_timeout` seconds, then BufferFull)."""
+        self._check_open()
+        prepared = self._core.prepare(event, key=key, stream=stream, headers=headers)
+        return self._outbox.put(prepared, block_timeout=block_timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything buffered is written (or dropped); False on timeout."""
+        return self._outbox.wait_idle(timeout)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._outbox)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PublishError("the publisher is closed; build a new one")
+
+    def close(self) -> None:
+        """Flush the buffer (each event waits at most until its deadline), stop the
+        flusher thread, close connections and the embedded server if it is ours."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._flusher.close()
+            self._client.close()
+        finally:
+            if self.embedded is not None:
+                self.embedded.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def drive_sync(
+    protocol: Generator[Request, list[Any], list[Outcome]],
+    io: Any,
+) -> list[Outcome]:
+    """Run a sans-IO batch protocol over blocking I/O (`aio.drive` for threads)."""
+    request = next(protocol)
+    while True:
+        try:
+            replies = io(*request)
+        except IncompleteExchange as exc:
+            try:
+                request = protocol.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            continue
+        try:
+            request = protocol.send(replies)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+class ThreadFlusher:
+    """`publishing.aio.AsyncFlusher` for threads: a daemon thread started on demand."""
+
+    def __init__(self, outbox: Outbox, io: Any, stats: PublishStats) -> None:
+        self.outbox = outbox
+        self._io = io
+        self._stats = stats
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        self._wake.set()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="eventbus-publish-flusher", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        backoff = Reconnect(initial=0.05, maximum=1.0)
+        while True:
+            batch = self.outbox.take(BATCH)
+            if not batch:
+                if self._stop.is_set():
+                    return
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            retry = self._send(batch)
+            self.outbox.settle(len(batch) - len(retry), retry)
+            if retry:
+                self._stats.retried += 1
+                self._stop.wait(backoff.next_delay())
+            else:
+                backoff.reset()
+
+    def _send(self, batch: list[Pending]) -> list[Pending]:
+        try:
+            outcomes = drive_sync(send_batch([p.prepared for p in batch]), self._io)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
+            return batch
+        record(outcomes, self._stats)
+        return to_retry(batch, outcomes)
+
+    def close(self) -> None:
+        """Flush (bounded by the events' deadlines), then stop the thread."""
+        self.outbox.wait_idle(None)
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
