@@ -104,7 +104,7 @@ async def trim_stream(
     if cut is None or not first or cut <= parse_id(first[0]):
         return TrimReport(settings.name, length, 0, None, reason, needs)
     if dry_run:
-        doomed: list[Any] = await client.xrange(key, "-", f"({format_id(cut)}", count=length)
+        doomed = await client.xrange(key, "-", f"({format_id(cut)}", count=length) or []
         removed = len(doomed)
     else:
         removed = int(await client.xtrim(key, minid=format_id(cut), approximate=False))
