@@ -69,6 +69,8 @@ async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[Gro
             if oldest < needs_from:
                 needs_from, why = oldest, "pending"
         read = g.get("entries-read")
+        if read is None and _text(g["last-delivered-id"]) == "0-0":
+            read = 0  # Redis reports nil for a group that has never read
         cut_unread = None
         if removed is not None and read is not None:
             cut_unread = max(0, removed - int(read))

@@ -302,6 +302,9 @@ class ThreadFlusher:
         except (redis.RedisError, OSError) as exc:
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch
+        except Exception:  # never let the flusher die: its events would never settle
+            log.exception("publish_nowait: unexpected error; retrying")
+            return batch
         record(outcomes, self._stats)
         return to_retry(batch, outcomes)
 

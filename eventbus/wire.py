@@ -87,7 +87,7 @@ def exchange_sync(conn: SyncConnection, payload: bytes, replies: int) -> list[An
     """`exchange` for redis-py's synchronous connections (the sync publisher)."""
     out: list[Any] = []
     try:
-        conn.send_packed_command(payload, check_health=False)  # type: ignore[no-untyped-call]
+        conn.send_packed_command([payload], check_health=False)  # type: ignore[no-untyped-call]
         for _ in range(replies):
             try:
                 out.append(conn.read_response())

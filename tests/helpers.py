@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from eventbus import Context, EventBus
@@ -58,3 +60,53 @@ async def settle() -> None:
     """Let already-scheduled callbacks run (not a wait for a condition)."""
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def reply_cutting_proxy(
+    upstream_port: int, *, marker: bytes, keep_replies: int
+) -> AsyncIterator[int]:
+    """A TCP proxy to a Redis server that, once a request containing `marker` passes,
+    lets only `keep_replies` single-line-pair replies (e.g. XADD ids) through and then
+    drops the connection: the server ran everything, the client lost the rest."""
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", upstream_port)
+        cutting = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if marker in data:
+                    cutting.set()
+                up_w.write(data)
+                await up_w.drain()
+
+        async def downstream() -> None:
+            lines_left = 2 * keep_replies
+            while data := await up_r.read(65536):
+                if not cutting.is_set():
+                    client_w.write(data)
+                    await client_w.drain()
+                    continue
+                lines = data.splitlines(keepends=True)
+                client_w.write(b"".join(lines[:lines_left]))
+                await client_w.drain()
+                lines_left -= min(lines_left, len(lines))
+                if lines_left == 0:
+                    client_w.transport.abort()
+                    return
+
+        try:
+            await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        finally:
+            for writer in (up_w, client_w):
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()

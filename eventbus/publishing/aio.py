@@ -111,6 +111,9 @@ class AsyncFlusher:
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch
+        except Exception:  # never let the flusher die: its events would never settle
+            log.exception("publish_nowait: unexpected error; retrying")
+            return batch
         return to_retry(batch, outcomes)
 
     async def flush(self, timeout: float | None = None) -> bool:

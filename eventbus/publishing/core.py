@@ -121,7 +121,7 @@ class PublishCore:
         if len(data) > self.max_event_bytes:
             raise EventTooLarge(
                 f"{type(event).__name__} encodes to {len(data):,} bytes, over the limit of "
-                f"{self.max_event_bytes:,} (max_event_bytes); store large payloads elsewhere "
+                f"{self.max_event_bytes:,} bytes (max_event_bytes); store large payloads elsewhere "
                 "and publish a reference"
             )
         settings = self.streams.get(stream_name)

@@ -108,7 +108,7 @@ class Outbox:
     def put(self, prepared: Prepared, *, block_timeout: float | None = None) -> bool:
         """Buffer one event; False when dropped for lack of room (overflow "drop")."""
         with self._lock:
-            if len(self._items) >= self.size and not self._make_room(block_timeout):
+            if self._held() >= self.size and not self._make_room(block_timeout):
                 if self.overflow == "drop":
                     dropped = prepared
                 else:
@@ -137,7 +137,11 @@ class Outbox:
         """Under the lock: wait for room if the policy and the calling thread allow it."""
         if self.overflow != "block" or not self.may_block():
             return False
-        return self._changed.wait_for(lambda: len(self._items) < self.size, block_timeout)
+        return self._changed.wait_for(lambda: self._held() < self.size, block_timeout)
+
+    def _held(self) -> int:
+        """Buffered plus being sent: the flusher's batch still counts against the size."""
+        return len(self._items) + self._in_flight
 
     def take(self, limit: int) -> list[Pending]:
         """Up to `limit` events for the flusher (expired ones are dropped first)."""
