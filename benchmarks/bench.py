@@ -9,6 +9,7 @@ Workloads (payload: a msgspec Struct of ~200 bytes, JSON):
 
 - publish, sequential: one awaited publish / XADD at a time;
 - publish, batched: 100 events per pipeline (publish_many / a pipelined XADD loop);
+- publish_nowait: fire-and-forget calls then a flush, against the pipelined XADD loop;
 - drain: N events already in the stream, one group, a no-op handler, until all acked;
 - end to end: the consumer running while N events are published in batches;
 - latency: 1,000 events/s for a few seconds, publish -> handler start, p50 / p99.
@@ -38,7 +39,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventbus import Event, EventBus, Router, Worker, WorkerSettings
+from eventbus import Event, EventBus, PublishSettings, Router, Worker, WorkerSettings
 from eventbus.testing import RedisServer
 
 
@@ -148,6 +149,26 @@ class Raw:
 async def fresh(client: Redis, *keys: str) -> None:
     await client.delete(*keys)
     gc.collect()
+
+
+async def bench_publish_nowait(bus: EventBus, raw: Raw, n: int) -> tuple[float, float]:
+    """Fire-and-forget: n publish_nowait calls, then flush (sustained: the buffer is
+    larger than n, so nothing is dropped), against the pipelined raw XADD loop."""
+    key = bus.keys.stream("bench")
+    await fresh(bus.redis, key)
+    start = time.perf_counter()
+    for i in range(n):
+        bus.publish_nowait(payload(i))
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # a producer that yields now and then, like a web handler
+    if not await bus.flush(timeout=120):
+        raise TimeoutError("publish_nowait did not flush")
+    eb = n / (time.perf_counter() - start)
+    assert bus.publish_stats.dropped == 0
+    await fresh(bus.redis, key)
+    rw = await raw.publish_batches(n)
+    await fresh(bus.redis, key)
+    return eb, rw
 
 
 async def bench_publish(bus: EventBus, raw: Raw, n: int, batched: bool) -> tuple[float, float]:
@@ -358,7 +379,12 @@ def best(values: list[float], higher_is_better: bool = True) -> float:
 
 
 async def run(args: argparse.Namespace, url: str) -> list[Result]:
-    bus = EventBus.from_url(url, service="bench", prefix="bench")
+    bus = EventBus.from_url(
+        url,
+        service="bench",
+        prefix="bench",
+        publishing=PublishSettings(buffer_size=args.publish_n * 8),
+    )
     raw_client = Redis.from_url(url)
     raw = Raw(raw_client, bus.keys.stream("bench"))
     results: list[Result] = []
@@ -370,6 +396,10 @@ async def run(args: argparse.Namespace, url: str) -> list[Result]:
             rounds = [await bench_publish(bus, raw, n, batched) for _ in range(args.rounds)]
             results.append(Result(name, "events/s", rounds))
             report(results[-1])
+        n = args.publish_n * 4
+        rounds = [await bench_publish_nowait(bus, raw, n) for _ in range(args.rounds)]
+        results.append(Result("publish_nowait vs pipeline", "events/s", rounds))
+        report(results[-1])
         rounds = [await bench_drain(bus, raw, args.drain_n) for _ in range(args.rounds)]
         drain = Result("drain (no-op handler)", "events/s", rounds)
         if args.faststream:

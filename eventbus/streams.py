@@ -71,6 +71,7 @@ class Stream:
 
 _lock = threading.Lock()
 _declared: dict[str, Stream] = {}
+_version = [0]  # bumped on every declaration, so lookups can be cached
 
 
 def declare(stream: Stream) -> None:
@@ -83,6 +84,7 @@ def declare(stream: Stream) -> None:
                 f"{existing} and {stream}; declare one Stream object and share it"
             )
         _declared[stream.name] = stream
+        _version[0] += 1
 
 
 class StreamSettings:
@@ -95,7 +97,16 @@ class StreamSettings:
             if not isinstance(stream, Stream):
                 raise ConfigurationError(f"streams= takes Stream objects, got {stream!r}")
             self._overrides[stream.name] = stream
+        self._cache: dict[str, Stream] = {}
+        self._cache_version = -1
 
     def get(self, name: str) -> Stream:
-        found = self._overrides.get(name) or _declared.get(name)
-        return found if found is not None else Stream(name)
+        """The settings of stream `name` (looked up once per name: publish calls this)."""
+        if self._cache_version != _version[0]:
+            self._cache.clear()
+            self._cache_version = _version[0]
+        found = self._cache.get(name)
+        if found is None:
+            found = self._overrides.get(name) or _declared.get(name) or Stream(name)
+            self._cache[name] = found
+        return found
