@@ -54,3 +54,17 @@ async def test_inspect_dead_letters(bus: EventBus, eventbus_redis_url: str) -> N
         await wait_for(lambda: bus.redis.xlen(bus.keys.dlq("jobs")))
     [dead] = await example.dead_letters(eventbus_redis_url, "jobs", bus.keys.prefix)
     assert dead["dlq_error"] == "nope" and dead["dlq_group"] == "test.always-fails"
+
+
+async def test_publishing_example(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    example = load("publishing")
+    result = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
+    assert result["batch"] == 10 and result["dropped"] == []
+    stats = result["stats"]
+    assert stats.published == 1012 and stats.duplicates == 1
+    check = EventBus.from_url(eventbus_redis_url, service="check", prefix=eventbus_prefix)
+    try:
+        assert await check.redis.xlen(check.keys.stream("checkouts")) == 11
+        assert await check.redis.xlen(check.keys.stream("clicks")) == 1001
+    finally:
+        await check.aclose()
