@@ -50,7 +50,7 @@ async def test_events_published_during_a_short_outage_all_arrive(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     server = redis_server_factory(appendonly=True)
-    bus = nowait_bus(server.url, "outage", deadline=10)
+    bus = nowait_bus(server.url, "outage")  # the default deadline, 5 s
     try:
         await bus.publish(Job(n=-1))  # connected before the outage
         server.stop()
