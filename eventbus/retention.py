@@ -43,6 +43,7 @@ class GroupNeed:
     needs_from: StreamId  # the oldest entry the group still needs
     why: str  # "pending" or "unread"
     cut_unread: int | None  # entries the cap removed before the group read them (Redis ≥ 7)
+    cut_into_unread: bool = False  # the same, as a yes/no: all Redis 6.2 can tell
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class TrimReport:
 async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[GroupNeed]:
     """What each group of the stream still needs (one XPENDING per group with pending)."""
     removed = _removed_total(info)
+    first = info.get("first-entry")
+    first_id = parse_id(first[0]) if first else None
     needs = []
     for g in await client.xinfo_groups(key):
         name = _text(g["name"])
@@ -74,8 +77,17 @@ async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[Gro
         cut_unread = None
         if removed is not None and read is not None:
             cut_unread = max(0, removed - int(read))
-        needs.append(GroupNeed(name, needs_from, why, cut_unread))
+        unread_from = successor(parse_id(g["last-delivered-id"]))
+        lost = cut_unread > 0 if cut_unread is not None else (
+            first_id is not None and unread_from < first_id and not _is_caught_up(g, info)
+        )  # fmt: skip
+        needs.append(GroupNeed(name, needs_from, why, cut_unread, lost))
     return needs
+
+
+def _is_caught_up(group: dict[str, Any], info: dict[str, Any]) -> bool:
+    last = info.get("last-generated-id")
+    return last is not None and _text(group["last-delivered-id"]) == _text(last)
 
 
 def _removed_total(info: dict[str, Any]) -> int | None:

@@ -131,15 +131,19 @@ async def test_maxlen_cutting_unread_entries_is_counted_and_logged(
     await bus.redis.xreadgroup("caught-up", "c", {key: ">"})
     await bus.redis.xack(key, "caught-up", *[e[0] for e in await bus.redis.xrange(key)])
     info = await bus.redis.xinfo_stream(key)
-    cut = int(info["entries-added"]) - int(info["length"])
-    assert cut > 0
     janitor = Janitor(bus, "tiny", interval_s=60)
     with caplog.at_level(logging.WARNING, logger="eventbus.janitor"):
         await janitor.run_once()
         await janitor.run_once()  # logged once per increase, not every run
-    assert janitor.stats.cut_unread == {"slow": cut}  # "caught-up" had read everything
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
+    if "entries-added" not in info:  # Redis 6.2: detected, not counted
+        assert janitor.stats.cut_unread_uncounted == {"slow"}
+        assert "removed entries group slow had not read yet" in warnings[0]
+        return
+    cut = int(info["entries-added"]) - int(info["length"])
+    assert cut > 0
+    assert janitor.stats.cut_unread == {"slow": cut}  # "caught-up" had read everything
     assert f"removed {cut} entries group slow had not read" in warnings[0]
 
 

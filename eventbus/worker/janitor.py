@@ -18,6 +18,7 @@ class JanitorStats:
     runs: int = 0
     trimmed: int = 0  # entries removed by safe trimming
     cut_unread: dict[str, int] = field(default_factory=dict)  # per group, by the maxlen cap
+    cut_unread_uncounted: set[str] = field(default_factory=set)  # Redis < 7: seen, not counted
 
 
 class Janitor:
@@ -70,6 +71,9 @@ class Janitor:
                 self.stream, report.removed, report.cut, report.reason,
             )  # fmt: skip
         for need in report.groups:
+            if need.cut_unread is None:
+                self._report_uncounted(need.group, need.cut_into_unread, settings.maxlen)
+                continue
             seen = self.stats.cut_unread.get(need.group, 0)
             if need.cut_unread is not None and need.cut_unread > seen:
                 self.stats.cut_unread[need.group] = need.cut_unread
@@ -79,3 +83,14 @@ class Janitor:
                     self.stream, settings.maxlen, need.cut_unread - seen, need.group,
                 )  # fmt: skip
         return report
+
+    def _report_uncounted(self, group: str, cut: bool, maxlen: int | None) -> None:
+        if cut and group not in self.stats.cut_unread_uncounted:
+            self.stats.cut_unread_uncounted.add(group)
+            log.warning(
+                "stream %s: the maxlen cap (%s) removed entries group %s had not read yet "
+                "(this Redis cannot count them); raise maxlen or add consumers to that group",
+                self.stream, maxlen, group,
+            )  # fmt: skip
+        elif not cut:
+            self.stats.cut_unread_uncounted.discard(group)
