@@ -124,7 +124,6 @@ class EventBus:
         )
         self._flusher = AsyncFlusher(self._outbox, self._request, self.publish_stats)
         self._outbox.wake = self._flusher.wake
-        self._outbox.may_block = lambda: not self._flusher.on_loop_thread()
 
     @classmethod
     def from_url(

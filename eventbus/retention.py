@@ -33,7 +33,13 @@ def format_id(value: StreamId) -> str:
     return f"{value[0]}-{value[1]}"
 
 
+MAX_SEQ = 2**64 - 1
+
+
 def successor(value: StreamId) -> StreamId:
+    """The smallest id after `value` (a group created at a time has seq MAX_SEQ)."""
+    if value[1] >= MAX_SEQ:
+        return value[0] + 1, 0
     return value[0], value[1] + 1
 
 
@@ -42,8 +48,9 @@ class GroupNeed:
     group: str
     needs_from: StreamId  # the oldest entry the group still needs
     why: str  # "pending" or "unread"
-    cut_unread: int | None  # entries the cap removed before the group read them (Redis ≥ 7)
-    cut_into_unread: bool = False  # the same, as a yes/no: all Redis 6.2 can tell
+    # entries removed before the group read them (by the maxlen cap: safe trimming never
+    # does); None where Redis cannot tell (6.2; a group created mid-stream)
+    cut_unread: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,6 @@ class TrimReport:
 async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[GroupNeed]:
     """What each group of the stream still needs (one XPENDING per group with pending)."""
     removed = _removed_total(info)
-    first = info.get("first-entry")
-    first_id = parse_id(first[0]) if first else None
     needs = []
     for g in await client.xinfo_groups(key):
         name = _text(g["name"])
@@ -77,17 +82,8 @@ async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[Gro
         cut_unread = None
         if removed is not None and read is not None:
             cut_unread = max(0, removed - int(read))
-        unread_from = successor(parse_id(g["last-delivered-id"]))
-        lost = cut_unread > 0 if cut_unread is not None else (
-            first_id is not None and unread_from < first_id and not _is_caught_up(g, info)
-        )  # fmt: skip
-        needs.append(GroupNeed(name, needs_from, why, cut_unread, lost))
+        needs.append(GroupNeed(name, needs_from, why, cut_unread))
     return needs
-
-
-def _is_caught_up(group: dict[str, Any], info: dict[str, Any]) -> bool:
-    last = info.get("last-generated-id")
-    return last is not None and _text(group["last-delivered-id"]) == _text(last)
 
 
 def _removed_total(info: dict[str, Any]) -> int | None:
@@ -120,9 +116,17 @@ async def trim_stream(
     if dry_run:
         doomed = await client.xrange(key, "-", f"({format_id(cut)}", count=length) or []
         removed = len(doomed)
+    elif await _groups_changed(client, key, needs):
+        # a group appeared (or went) since we looked: it may need older entries
+        return TrimReport(settings.name, length, 0, None, "groups changed; next run", needs)
     else:
         removed = int(await client.xtrim(key, minid=format_id(cut), approximate=False))
     return TrimReport(settings.name, length, removed, cut, reason, needs)
+
+
+async def _groups_changed(client: Redis, key: str, needs: list[GroupNeed]) -> bool:
+    names = {_text(g["name"]) for g in await client.xinfo_groups(key)}
+    return names != {n.group for n in needs}
 
 
 def _choose_cut(

@@ -40,7 +40,7 @@ from eventbus.publishing.core import (
 )
 from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
 from eventbus.streams import Stream, StreamSettings
-from eventbus.wire import IncompleteExchange, exchange_sync
+from eventbus.wire import exchange_sync
 
 log = logging.getLogger("eventbus.publish")
 
@@ -245,7 +245,7 @@ def drive_sync(
     while True:
         try:
             replies = io(*request)
-        except IncompleteExchange as exc:
+        except (redis.RedisError, OSError) as exc:  # IncompleteExchange included
             try:
                 request = protocol.throw(exc)
             except StopIteration as stop:

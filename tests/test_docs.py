@@ -61,7 +61,7 @@ async def test_publishing_example(eventbus_redis_url: str, eventbus_prefix: str)
     result = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
     assert result["batch"] == 10 and result["dropped"] == []
     stats = result["stats"]
-    assert stats.published == 1012 and stats.duplicates == 1
+    assert stats.published == 1011 and stats.duplicates == 1
     check = EventBus.from_url(eventbus_redis_url, service="check", prefix=eventbus_prefix)
     try:
         assert await check.redis.xlen(check.keys.stream("checkouts")) == 11

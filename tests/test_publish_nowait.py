@@ -152,7 +152,7 @@ async def test_aclose_flushes_first(eventbus_redis_url: str, eventbus_prefix: st
     check = nowait_bus(eventbus_redis_url, eventbus_prefix)
     try:
         assert await xlen(check) == 250
-        assert stats.published == 500 and stats.duplicates == 250
+        assert stats.published == 250 and stats.duplicates == 250
     finally:
         await check.aclose()
 
@@ -169,3 +169,43 @@ async def test_worker_shutdown_flushes_what_handlers_published(bus: EventBus) ->
         await wait_for(lambda: worker.consumers[0].stats.ok == 100)
     assert bus.buffered == 0
     assert await xlen(bus, "followups") == 100
+
+
+async def test_publish_nowait_from_other_threads(bus: EventBus) -> None:
+    """Thread-safe: a put from another thread wakes the flusher on the bus's loop, and a
+    flush right after it sees the event (the wake-up may not have run yet)."""
+    for i in range(20):
+        assert await asyncio.to_thread(bus.publish_nowait, Job(n=i))
+        assert await bus.flush(timeout=10)
+        assert await xlen(bus) == i + 1
+
+
+def test_a_bus_built_outside_a_loop_buffers_until_the_loop_uses_it(
+    eventbus_redis_url: str, eventbus_prefix: str
+) -> None:
+    bus = EventBus.from_url(eventbus_redis_url, service="pre", prefix=eventbus_prefix)
+    assert bus.publish_nowait(Job(n=1))  # no loop anywhere yet: buffered, no error
+    assert bus.buffered == 1
+
+    async def later() -> int:
+        await bus.aclose()  # flushes on the loop
+        return bus.publish_stats.published
+
+    assert asyncio.run(later()) == 1
+
+
+async def test_closing_with_events_it_cannot_write_drops_them_counted(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    dropped: list[str] = []
+    bus = nowait_bus(
+        server.url, "closing", deadline=0.5, on_drop=lambda e, why: dropped.append(why)
+    )
+    await bus.publish(Job(n=-1))
+    server.stop()
+    for i in range(10):
+        bus.publish_nowait(Job(n=i))
+    await asyncio.wait_for(bus.aclose(), timeout=15)
+    assert bus.publish_stats.dropped == 10 == len(dropped)
+    assert bus.buffered == 0

@@ -194,3 +194,45 @@ async def test_oversized_and_invalid_events_write_nothing(
 
 def test_default_size_limit_is_one_mib() -> None:
     assert PublishSettings().max_event_bytes == 1024 * 1024
+
+
+def test_size_limit_counts_key_and_headers() -> None:
+    from eventbus.keys import Keys
+    from eventbus.publishing.core import PublishCore
+
+    core = PublishCore(keys=Keys("p"), service="s", max_event_bytes=200)
+    core.prepare(Job(n=1), headers={"h": "x" * 100})
+    with pytest.raises(EventTooLarge, match="with its key and headers"):
+        core.prepare(Job(n=1), headers={"h": "x" * 300})
+    with pytest.raises(EventTooLarge):
+        core.prepare(Job(n=1), key="k" * 300)
+
+
+def test_batch_protocol_accounts_for_every_item() -> None:
+    """The sans-IO protocol on its own, fed replies by hand: NOSCRIPT items are resent
+    after a SCRIPT LOAD; if that second request cannot be sent, only they are marked
+    not written, and what the first round wrote is kept."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoScriptError
+
+    from eventbus.keys import Keys
+    from eventbus.publishing.core import PublishCore, PublishResult, send_batch
+
+    core = PublishCore(keys=Keys("p"), service="s")
+    items = [core.prepare(Job(n=0)), core.prepare(Job(n=1), key="k"), core.prepare(Job(n=2))]
+    protocol = send_batch(items)
+    payload, count = next(protocol)
+    assert count == 3 and payload.count(b"XADD") == 2 and b"EVALSHA" in payload
+    payload, count = protocol.send([b"1-0", NoScriptError("NOSCRIPT"), b"1-2"])
+    assert count == 2 and payload.startswith(b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD")
+    with pytest.raises(StopIteration) as done:
+        protocol.throw(RedisConnectionError("refused"))
+    outcomes = done.value.value
+    assert outcomes[0] == "1-0" and outcomes[2] == "1-2"
+    assert isinstance(outcomes[0], PublishResult)
+    assert isinstance(outcomes[1], RedisConnectionError)
+    # and in the first round, an error before sending means nothing was written: raised
+    first = send_batch(items)
+    next(first)
+    with pytest.raises(RedisConnectionError):
+        first.throw(RedisConnectionError("refused"))

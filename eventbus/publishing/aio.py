@@ -14,7 +14,6 @@ from redis.exceptions import RedisError
 from eventbus.backoff import Reconnect
 from eventbus.publishing.core import Outcome, Prepared, Request, send_batch
 from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
-from eventbus.wire import IncompleteExchange
 
 log = logging.getLogger("eventbus.publish")
 
@@ -28,7 +27,7 @@ async def drive(protocol: Generator[Request, list[Any], list[Outcome]], io: IO) 
     while True:
         try:
             replies = await io(*request)
-        except IncompleteExchange as exc:
+        except (RedisError, OSError) as exc:  # IncompleteExchange included
             try:
                 request = protocol.throw(exc)
             except StopIteration as stop:
@@ -59,37 +58,43 @@ class AsyncFlusher:
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._idle.set()
         self._closing = False
+        self.adopt_running_loop()
 
-    def on_loop_thread(self) -> bool:
-        return self._loop_thread is None or threading.get_ident() == self._loop_thread
+    def adopt_running_loop(self) -> None:
+        """Remember the event loop running in this thread, if any, as the flusher's."""
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._loop_thread = threading.get_ident()
 
     def wake(self) -> None:
-        """Called by the outbox when events arrive (thread-safe)."""
-        if self.on_loop_thread():
+        """Called by the outbox when events arrive, from any thread. Before the bus has
+        seen its event loop, events wait in the buffer (the first flush, publish or
+        aclose on the loop starts the flusher)."""
+        self.adopt_running_loop()
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
             self._mark_busy()
-        elif self._loop is not None:
+        else:
             self._loop.call_soon_threadsafe(self._mark_busy)
 
     def _mark_busy(self) -> None:
-        self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
-            self._start()
-
-    def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop, self._loop_thread = loop, threading.get_ident()
-        self._task = loop.create_task(self._run(), name="eventbus-publish-flusher")
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="eventbus-publish-flusher"
+            )
 
     async def _run(self) -> None:
         backoff = Reconnect(initial=0.05, maximum=1.0)
         while True:
             batch = self.outbox.take(BATCH)
             if not batch:
-                if self.outbox.idle:
-                    self._idle.set()
+                self._idle.set()  # flush() re-checks the outbox itself
                 if self._closing:
                     return
                 self._wake.clear()
@@ -117,20 +122,24 @@ class AsyncFlusher:
         return to_retry(batch, outcomes)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything buffered is written or dropped; False on timeout."""
-        if self.outbox.idle:
-            return True
-        if self._task is None or self._task.done():
-            self._start()
+        """Wait until everything buffered is written or dropped; False on timeout.
+
+        Judged on the outbox's own state (events put from other threads included), not
+        on a flag that a cross-thread wake-up might not have updated yet."""
+        self.adopt_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                while not self.outbox.idle:
+                    self._idle.clear()
+                    self._mark_busy()
+                    await self._idle.wait()
         except TimeoutError:
             return False
         return True
 
     async def aclose(self, timeout: float | None) -> None:
-        """Flush (within `timeout`), then stop the task."""
+        """Flush (within `timeout`), then stop the task; what is still buffered then is
+        dropped, counted and reported, never lost silently."""
         await self.flush(timeout)
         self._closing = True
         self._wake.set()
@@ -138,3 +147,4 @@ class AsyncFlusher:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task})
+        self.outbox.drop_all("the bus was closed before it could be written")

@@ -118,9 +118,11 @@ class PublishCore:
             raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
         check_headers(headers)
         data = encode_payload(event, self.encoding)
-        if len(data) > self.max_event_bytes:
+        size = len(data) + len(key or "") + sum(len(k) + len(v) for k, v in (headers or {}).items())
+        if size > self.max_event_bytes:
             raise EventTooLarge(
-                f"{type(event).__name__} encodes to {len(data):,} bytes, over the limit of "
+                f"{type(event).__name__} with its key and headers encodes to {size:,} bytes, "
+                "over the limit of "
                 f"{self.max_event_bytes:,} bytes (max_event_bytes); store large payloads elsewhere "
                 "and publish a reference"
             )
@@ -188,7 +190,10 @@ def send_batch(items: Sequence[Prepared]) -> Generator[Request, list[Any], list[
     written), or OutcomeUnknown (the connection failed before its reply).
 
     Dedup-script commands answered NOSCRIPT (a restarted or flushed Redis) did not run:
-    the script is loaded and just those are sent again, which is safe.
+    the script is loaded and just those are sent again, which is safe. The driver throws
+    I/O errors in: IncompleteExchange carries the replies that did arrive; any other
+    error means the request was not sent (raised again in the first round, where nothing
+    was written; in the second, only the re-sent items are marked not written).
     """
     outcomes: list[Outcome | None] = [None] * len(items)
     pending = list(range(len(items)))
@@ -201,19 +206,37 @@ def send_batch(items: Sequence[Prepared]) -> Generator[Request, list[Any], list[
             replies = yield payload, count + round_
         except IncompleteExchange as exc:
             replies = exc.replies
-        replies = replies[round_:]  # skip the SCRIPT LOAD reply
-        retry = []
-        for n, i in enumerate(pending):
-            if n >= len(replies):
-                outcomes[i] = OutcomeUnknown(f"no reply for {items[i].describe()}")
-            elif isinstance(replies[n], NoScriptError) and items[i].deduped and round_ == 0:
-                retry.append(i)
-            else:
-                outcomes[i] = items[i].result(replies[n])
-        if not retry:
+        except Exception as exc:
+            if round_ == 0:
+                raise
+            for i in pending:
+                outcomes[i] = exc
             break
-        pending = retry
+        # (in the second round, skip the SCRIPT LOAD reply)
+        pending = _settle(items, pending, replies[round_:], outcomes, may_retry=round_ == 0)
+        if not pending:
+            break
     return [o if o is not None else OutcomeUnknown("not sent") for o in outcomes]
+
+
+def _settle(
+    items: Sequence[Prepared],
+    pending: list[int],
+    replies: list[Any],
+    outcomes: list[Outcome | None],
+    *,
+    may_retry: bool,
+) -> list[int]:
+    """Record the outcome of each sent item; returns those to send again (NOSCRIPT)."""
+    retry = []
+    for n, i in enumerate(pending):
+        if n >= len(replies):
+            outcomes[i] = OutcomeUnknown(f"no reply for {items[i].describe()}")
+        elif may_retry and items[i].deduped and isinstance(replies[n], NoScriptError):
+            retry.append(i)
+        else:
+            outcomes[i] = items[i].result(replies[n])
+    return retry
 
 
 def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[PublishResult]:

@@ -3,6 +3,7 @@ thread-safe, shared by the async bus and the sync publisher."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ class PublishStats:
     """Counters of one publisher (Prometheus metrics build on the same events)."""
 
     published: int = 0  # written to Redis (publish, publish_many, publish_nowait)
-    duplicates: int = 0  # publishes with a key already seen in its dedup window
+    duplicates: int = 0  # not written: a key already seen in its dedup window
     dropped: int = 0  # publish_nowait events given up: buffer full or deadline passed
     retried: int = 0  # publish_nowait batches sent again after a Redis error
 
@@ -34,8 +35,10 @@ class PublishStats:
 def record(outcomes: list[Outcome], stats: PublishStats) -> None:
     for outcome in outcomes:
         if isinstance(outcome, PublishResult):
-            stats.published += 1
-            stats.duplicates += outcome.duplicate
+            if outcome.duplicate:
+                stats.duplicates += 1
+            else:
+                stats.published += 1
 
 
 def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
@@ -51,6 +54,15 @@ def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
                 )
             retry.append(pending)
     return retry
+
+
+def outside_event_loop() -> bool:
+    """Blocking is only harmful inside a running event loop (it would stall it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 @dataclass(slots=True)
@@ -75,7 +87,7 @@ class Outbox:
         stats: PublishStats,
         on_drop: OnDrop | None = None,
         wake: Callable[[], None] = lambda: None,
-        may_block: Callable[[], bool] = lambda: True,
+        may_block: Callable[[], bool] | None = None,
     ) -> None:
         if not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"buffer_size must be a positive int, got {size!r}")
@@ -91,7 +103,7 @@ class Outbox:
         self.stats = stats
         self.on_drop = on_drop
         self.wake = wake
-        self.may_block = may_block
+        self.may_block = may_block or outside_event_loop
         self._items: deque[Pending] = deque()
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -180,6 +192,15 @@ class Outbox:
                     self.on_drop(prepared.event, reason)
                 except Exception:
                     log.exception("on_drop callback failed")
+
+    def drop_all(self, reason: str) -> None:
+        """Give up on everything still buffered (a publisher closing without a flush)."""
+        with self._lock:
+            left = [p.prepared for p in self._items]
+            self._items.clear()
+            self._changed.notify_all()
+        if left:
+            self.drop(left, reason)
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until nothing is buffered or in flight (for threads)."""

@@ -17,8 +17,8 @@ log = logging.getLogger("eventbus.janitor")
 class JanitorStats:
     runs: int = 0
     trimmed: int = 0  # entries removed by safe trimming
-    cut_unread: dict[str, int] = field(default_factory=dict)  # per group, by the maxlen cap
-    cut_unread_uncounted: set[str] = field(default_factory=set)  # Redis < 7: seen, not counted
+    # per group: entries the maxlen cap removed before the group read them (Redis ≥ 7)
+    cut_unread: dict[str, int] = field(default_factory=dict)
 
 
 class Janitor:
@@ -31,6 +31,7 @@ class Janitor:
         self.stream = stream
         self.interval_s = interval_s
         self.stats = JanitorStats()
+        self._last_snapshot: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -71,26 +72,22 @@ class Janitor:
                 self.stream, report.removed, report.cut, report.reason,
             )  # fmt: skip
         for need in report.groups:
-            if need.cut_unread is None:
-                self._report_uncounted(need.group, need.cut_into_unread, settings.maxlen)
-                continue
-            seen = self.stats.cut_unread.get(need.group, 0)
-            if need.cut_unread is not None and need.cut_unread > seen:
-                self.stats.cut_unread[need.group] = need.cut_unread
-                log.warning(
-                    "stream %s: the maxlen cap (%s) removed %d entries group %s had not read "
-                    "yet; raise maxlen or add consumers to that group",
-                    self.stream, settings.maxlen, need.cut_unread - seen, need.group,
-                )  # fmt: skip
+            self._account_cut(need.group, need.cut_unread, settings.maxlen)
         return report
 
-    def _report_uncounted(self, group: str, cut: bool, maxlen: int | None) -> None:
-        if cut and group not in self.stats.cut_unread_uncounted:
-            self.stats.cut_unread_uncounted.add(group)
+    def _account_cut(self, group: str, snapshot: int | None, maxlen: int | None) -> None:
+        """`snapshot` (entries removed minus entries the group read) grows when the cap
+        cuts unread entries and shrinks as the group reads past the gap: count each
+        growth, once."""
+        if snapshot is None:
+            return
+        previous = self._last_snapshot.get(group, 0)
+        self._last_snapshot[group] = snapshot
+        if snapshot > previous:
+            grew = snapshot - previous
+            self.stats.cut_unread[group] = self.stats.cut_unread.get(group, 0) + grew
             log.warning(
-                "stream %s: the maxlen cap (%s) removed entries group %s had not read yet "
-                "(this Redis cannot count them); raise maxlen or add consumers to that group",
-                self.stream, maxlen, group,
+                "stream %s: the maxlen cap (%s) removed %d entries group %s had not read "
+                "yet; raise maxlen or add consumers to that group",
+                self.stream, maxlen, grew, group,
             )  # fmt: skip
-        elif not cut:
-            self.stats.cut_unread_uncounted.discard(group)
