@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import math
 import select
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -65,9 +65,10 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
         # one timeout for the whole exchange, not one per reply (redis-py's default)
         async with asyncio.timeout(conn.socket_timeout):
             await _send(conn, payload)
+            read = _reply_reader(conn)
             for _ in range(replies):
                 try:
-                    out.append(await conn.read_response(timeout=math.inf))
+                    out.append(await read())
                 except ResponseError as exc:
                     out.append(exc)
     except TimeoutError as exc:  # asyncio's: the socket timeout passed
@@ -100,6 +101,16 @@ def exchange_sync(conn: SyncConnection, payload: bytes, replies: int) -> list[An
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     return out
+
+
+def _reply_reader(conn: AbstractConnection) -> Callable[[], Awaitable[Any]]:
+    """How to read one reply: straight from redis-py's hiredis parser when that is the
+    parser (error replies come back as ResponseError values, which is what exchange
+    keeps), else through the connection (a timeout wrapper and a raise per error)."""
+    parser = getattr(conn, "_parser", None)
+    if type(parser).__name__ == "_AsyncHiredisParser" and hasattr(parser, "read_response"):
+        return parser.read_response  # type: ignore[no-any-return, union-attr]
+    return lambda: conn.read_response(timeout=math.inf)
 
 
 async def _send(conn: AbstractConnection, payload: bytes) -> None:

@@ -102,6 +102,7 @@ class PublishCore:
         self._ct = content_type(encoding)
         self.streams = streams or StreamSettings()
         self.max_event_bytes = max_event_bytes
+        self._stream_keys: dict[str, str] = {}
 
     def prepare(
         self,
@@ -118,7 +119,11 @@ class PublishCore:
             raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
         check_headers(headers)
         data = encode_payload(event, self.encoding)
-        size = len(data) + len(key or "") + sum(len(k) + len(v) for k, v in (headers or {}).items())
+        size = len(data)
+        if key:
+            size += len(key)
+        if headers:
+            size += sum(len(k) + len(v) for k, v in headers.items())
         if size > self.max_event_bytes:
             raise EventTooLarge(
                 f"{type(event).__name__} with its key and headers encodes to {size:,} bytes, "
@@ -131,8 +136,9 @@ class PublishCore:
         if window_s < 0:
             raise ConfigurationError(f"dedup_window must not be negative, got {dedup_window!r}")
         event_id = new_event_id()
+        type_name = type(event).__eb_type__
         fields = field_list(
-            type_name=type(event).__eb_type__,
+            type_name=type_name,
             data=data,
             source=self.service,
             ct=self._ct,
@@ -140,7 +146,9 @@ class PublishCore:
             headers=headers,
             event_id=event_id,
         )
-        stream_key = self.keys.stream(stream_name)
+        stream_key = self._stream_keys.get(stream_name)
+        if stream_key is None:
+            stream_key = self._stream_keys[stream_name] = self.keys.stream(stream_name)
         maxlen = settings.maxlen or 0
         deduped = key is not None and window_s > 0
         if deduped:
@@ -156,7 +164,7 @@ class PublishCore:
         return Prepared(
             event=event,
             stream=stream_name,
-            type_name=type(event).__eb_type__,
+            type_name=type_name,
             event_id=event_id,
             command=command,
             deduped=deduped,
