@@ -6,6 +6,9 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from eventbus.errors import ConfigurationError
+from eventbus.idempotency import Transaction
+
 if TYPE_CHECKING:
     from eventbus.bus import EventBus
     from eventbus.envelope import Envelope
@@ -17,7 +20,17 @@ _log = logging.getLogger("eventbus.handler")
 class Context:
     """Per-delivery context passed as a handler's second argument."""
 
-    __slots__ = ("_logger", "bus", "delivery_count", "envelope", "group", "handler", "stream")
+    __slots__ = (
+        "_logger",
+        "_tx",
+        "_tx_refusal",
+        "bus",
+        "delivery_count",
+        "envelope",
+        "group",
+        "handler",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -28,6 +41,7 @@ class Context:
         handler: str,
         envelope: Envelope,
         delivery_count: int,
+        tx_refusal: str | None = "it is not idempotent",
     ) -> None:
         self.bus = bus
         self.stream = stream
@@ -36,6 +50,8 @@ class Context:
         self.envelope = envelope
         self.delivery_count = delivery_count
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._tx: Transaction | None = None
+        self._tx_refusal = tx_refusal
 
     @property
     def stream_id(self) -> str:
@@ -94,6 +110,30 @@ class Context:
                 },
             )
         return self._logger
+
+    def transaction(self) -> Transaction:
+        """Redis writes to apply exactly once: the worker runs them in one MULTI/EXEC with
+        the idempotency marker and the acknowledgement, after the handler returns (and
+        not at all if it raises). Needs ``idempotent=True`` and the idempotency store to
+        be the stream's own Redis. See docs/idempotency.md."""
+        if self._tx_refusal is not None:
+            raise ConfigurationError(
+                f"handler {self.handler!r} cannot use ctx.transaction(): {self._tx_refusal}; "
+                "declare it with subscribe(..., idempotent=True) and no idempotency_store"
+            )
+        if self._tx is None:
+            self._tx = Transaction()
+        return self._tx
+
+    @property
+    def pending_transaction(self) -> Transaction | None:
+        """The transaction the handler queued writes on, if any (for the worker)."""
+        return self._tx
+
+    def slot_key(self, name: str) -> str:
+        """A key in the stream's cluster slot (``<prefix>:{<stream>}:app:<name>``), for
+        transactions that must also work on a Redis Cluster."""
+        return f"{self.bus.keys.stream(self.stream)}:app:{name}"
 
     async def publish(self, event: Event, **kwargs: Any) -> str:
         """Publish a follow-up event through the worker's bus."""

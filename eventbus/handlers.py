@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from eventbus.backoff import Backoff
 from eventbus.errors import ConfigurationError
 from eventbus.events import Event, event_type_name, is_event_class, stream_of
+from eventbus.idempotency import IdempotencyOptions
 from eventbus.keys import check_name
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class HandlerSpec:
     lease_s: float
     timeout_s: float | None
     start_from: StartFrom
+    idempotency: IdempotencyOptions | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def group(self, service: str) -> str:

@@ -19,6 +19,7 @@ from eventbus.handlers import (
     qualified_name,
     resolve_types,
 )
+from eventbus.idempotency import DEFAULT_TTL, IdempotencyOptions, StoreErrorPolicy
 from eventbus.keys import check_name
 
 F = TypeVar("F", bound=HandlerFunc)
@@ -32,7 +33,12 @@ SUBSCRIBE_OPTIONS = (
     "lease",
     "timeout",
     "start_from",
+    "idempotent",
+    "idempotency_ttl",
+    "idempotency_store",
+    "on_store_error",
 )
+IDEMPOTENCY_OPTIONS = ("idempotency_ttl", "idempotency_store", "on_store_error")
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
@@ -54,6 +60,11 @@ _ALIASES = {
     "retry_backoff": "backoff",
     "start": "start_from",
     "offset": "start_from",
+    "dedupe": "idempotent",
+    "dedup": "idempotent",
+    "exactly_once": "idempotent",
+    "idempotency_key_ttl": "idempotency_ttl",
+    "dedup_ttl": "idempotency_ttl",
 }
 
 
@@ -94,6 +105,10 @@ class Router:
         lease: Duration = DEFAULT_LEASE,
         timeout: Duration | None = None,
         start_from: StartFrom = "new",
+        idempotent: bool = False,
+        idempotency_ttl: Duration = DEFAULT_TTL,
+        idempotency_store: str | None = None,
+        on_store_error: StoreErrorPolicy = "fail_open",
         **unknown: Never,
     ) -> Callable[[F], F]: ...
 
@@ -104,7 +119,9 @@ class Router:
         Options: ``name`` (default ``module.qualname``), ``group`` (default
         ``<service>.<name>``), ``concurrency`` (16), ``max_attempts`` (5),
         ``backoff`` (a Backoff or the initial delay), ``lease`` (30 s),
-        ``timeout`` (None), ``start_from`` ("new", "beginning" or a datetime).
+        ``timeout`` (None), ``start_from`` ("new", "beginning" or a datetime),
+        ``idempotent`` (False; with ``idempotency_ttl`` (24 h), ``idempotency_store`` (a
+        Redis URL; default the stream's own) and ``on_store_error`` ("fail_open")).
         """
         if len(event_types) == 1 and not options and _is_plain_function(event_types[0]):
             fn = event_types[0]
@@ -152,6 +169,7 @@ class Router:
         if lease_s < 1:
             raise ConfigurationError(f"{what}: lease must be at least 1 second")
         timeout = known.get("timeout")
+        idempotency = _idempotency(what, known)
         return HandlerSpec(
             fn=fn,
             name=name,
@@ -165,6 +183,7 @@ class Router:
             lease_s=lease_s,
             timeout_s=None if timeout is None else seconds(timeout, name=f"{what}: timeout"),
             start_from=start_from,
+            idempotency=idempotency,
         )
 
     def _add(self, spec: HandlerSpec) -> None:
@@ -176,6 +195,25 @@ class Router:
                     f"{existing.name!r}; every handler needs its own group (pass name= or group=)"
                 )
         self._handlers[spec.name] = spec
+
+
+def _idempotency(what: str, known: dict[str, Any]) -> IdempotencyOptions | None:
+    idempotent = known.get("idempotent", False)
+    if not isinstance(idempotent, bool):
+        raise ConfigurationError(f"{what}: idempotent must be True or False")
+    given = [k for k in IDEMPOTENCY_OPTIONS if k in known]
+    if not idempotent:
+        if given:
+            raise ConfigurationError(
+                f"{what}: {given[0]} only applies with idempotent=True; add idempotent=True"
+            )
+        return None
+    return IdempotencyOptions.build(
+        what,
+        ttl=known.get("idempotency_ttl", DEFAULT_TTL),
+        store=known.get("idempotency_store"),
+        on_store_error=known.get("on_store_error", "fail_open"),
+    )
 
 
 def _is_plain_function(obj: object) -> bool:
@@ -200,6 +238,10 @@ def subscribe(
     lease: Duration = DEFAULT_LEASE,
     timeout: Duration | None = None,
     start_from: StartFrom = "new",
+    idempotent: bool = False,
+    idempotency_ttl: Duration = DEFAULT_TTL,
+    idempotency_store: str | None = None,
+    on_store_error: StoreErrorPolicy = "fail_open",
     **unknown: Never,
 ) -> Callable[[F], F]: ...
 

@@ -20,6 +20,11 @@ class Scripts:
     reclaim: Script
     delete_consumer: Script
     publish_dedup: Script
+    idem_begin: Script
+    idem_commit: Script
+    idem_mark: Script
+    idem_extend: Script
+    idem_abort: Script
 
     @classmethod
     def load(cls) -> Scripts:
@@ -30,6 +35,11 @@ class Scripts:
             reclaim=Script(source("reclaim")),
             delete_consumer=Script(source("delete_consumer")),
             publish_dedup=Script(source("publish_dedup")),
+            idem_begin=Script(source("idem_begin")),
+            idem_commit=Script(source("idem_commit")),
+            idem_mark=Script(source("idem_mark")),
+            idem_extend=Script(source("idem_extend")),
+            idem_abort=Script(source("idem_abort")),
         )
 
 

@@ -1,22 +1,26 @@
-"""Batched acknowledgements: one XACK per flush, however many entries completed."""
+"""Batched acknowledgements: one call per flush, however many entries completed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
-from eventbus.wire import Pooled
 from eventbus.worker.groups import is_nogroup
 
 log = logging.getLogger("eventbus.worker")
 
 
-class AckBatcher:
-    """Collects completed stream ids and acknowledges them in one XACK per flush.
+T = TypeVar("T")
+
+
+class AckBatcher(Generic[T]):
+    """Collects completed entries and acknowledges them in one call per flush (XACK, or
+    the idempotency commit script).
 
     A flush starts on the next loop iteration after the first id arrives; ids
     that complete while an XACK is in flight join the next one, so batches grow
@@ -27,22 +31,21 @@ class AckBatcher:
 
     def __init__(
         self,
-        wire: Pooled,
-        stream_key: str,
-        group: str,
-        on_acked: Callable[[list[str]], None],
+        send: Callable[[list[T]], Awaitable[object]],
+        on_acked: Callable[[list[T]], None],
+        *,
+        where: str,
     ) -> None:
-        self._wire = wire
-        self._key = stream_key
-        self._group = group
+        self._send = send
+        self._where = where
         self._on_acked = on_acked
-        self._pending: list[str] = []
+        self._pending: list[T] = []
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def add(self, stream_id: str) -> None:
-        self._pending.append(stream_id)
+    def add(self, item: T) -> None:
+        self._pending.append(item)
         if self._task is None:
             self._idle.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -58,20 +61,20 @@ class AckBatcher:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    await self._wire.call("XACK", self._key, self._group, *batch)
+                    await self._send(batch)
                 except (RedisError, OSError) as exc:
                     if not is_nogroup(exc):
                         # unreachable, BUSY, READONLY after a failover...: keep and retry
                         self._pending[:0] = batch
                         delay = reconnect.next_delay()
                         log.warning(
-                            "ack of %d entries on %s/%s failed (%s); retrying in %.1fs",
-                            len(batch), self._key, self._group, exc, delay,
+                            "ack of %d entries on %s failed (%s); retrying in %.1fs",
+                            len(batch), self._where, exc, delay,
                         )  # fmt: skip
                         await asyncio.sleep(delay)
                         continue
                     # the group (and its pending list) is gone: nothing left to ack
-                    log.warning("ack on %s/%s dropped: %s", self._key, self._group, exc)
+                    log.warning("ack on %s dropped: %s", self._where, exc)
                 reconnect.reset()
                 self._on_acked(batch)
         finally:

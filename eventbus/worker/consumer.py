@@ -32,6 +32,7 @@ from eventbus.context import Context
 from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
 from eventbus.errors import DecodeError
 from eventbus.events import Event, lookup
+from eventbus.idempotency import IdempotencyGuard, Transaction
 from eventbus.scripts import SCRIPTS
 from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
@@ -59,7 +60,7 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, O
 class Delivery:
     """One entry we hold: read or claimed, until acked, released or dead-lettered."""
 
-    __slots__ = ("count", "done", "fields", "overrun", "stream_id")
+    __slots__ = ("count", "done", "fields", "marker", "overrun", "stream_id", "token")
 
     def __init__(self, stream_id: str, fields: list[bytes], count: int) -> None:
         self.stream_id = stream_id
@@ -68,6 +69,9 @@ class Delivery:
         self.done = False  # handler finished; waiting for its batched XACK
         # a sync handler's thread still running after its timeout: the slot stays taken
         self.overrun: asyncio.Future[Any] | None = None
+        # an idempotent handler's claim on its idempotency key, while it holds one
+        self.marker: str | None = None
+        self.token = ""
 
 
 class HandlerCancelled(Exception):
@@ -111,7 +115,25 @@ class GroupConsumer:
         self._last_seen: str | None = None
         self._cursor = "0-0"
         self._next_reclaim = 0.0
-        self._acks = AckBatcher(self._wire, self.key, self.group, self._acked)
+        where = f"{self.key}/{self.group}"
+        self._acks: AckBatcher[str] = AckBatcher(self._xack, self._acked, where=where)
+        self._guard = (
+            IdempotencyGuard(
+                spec.idempotency,
+                main=self._wire,
+                client=bus.redis,
+                marker_prefix=bus.keys.idem(stream, self.group, ""),
+                stream_key=self.key,
+                group=self.group,
+                consumer=consumer,
+                lease_ms=self._lease_ms,
+            )
+            if spec.idempotency is not None
+            else None
+        )
+        self._commits: AckBatcher[tuple[str, str]] = AckBatcher(
+            self._commit, self._committed, where=where
+        )
         self._lease_lock = asyncio.Lock()
         self._leases = LeaseKeeper(
             self._wire,
@@ -123,6 +145,7 @@ class GroupConsumer:
             held=lambda: list(self._owned),
             lost=self._lease_lost,
             lock=self._lease_lock,
+            also=self._extend_claims if self._guard is not None else None,
         )
         self._executor = (
             None
@@ -163,19 +186,22 @@ class GroupConsumer:
         if unfinished:
             await asyncio.wait(unfinished, timeout=5)
         await self._release_for_shutdown()
-        if not await self._acks.flush(timeout=5):
-            log.warning(
-                "%s: %d acks could not be flushed; those entries will be redelivered",
-                self.group,
-                self._acks.backlog,
-            )
-        await self._acks.close()
+        for batcher in (self._acks, self._commits):
+            if not await batcher.flush(timeout=5):
+                log.warning(
+                    "%s: %d acks could not be flushed; those entries will be redelivered",
+                    self.group,
+                    batcher.backlog,
+                )
+            await batcher.close()
         self._leases.stop()
         for task in self._loops:
             task.cancel()
         await asyncio.wait(self._loops, timeout=5)
         await self._delete_self()
         await self._reader.aclose()
+        if self._guard is not None:
+            await self._guard.aclose()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -403,20 +429,13 @@ class GroupConsumer:
             self._slot_freed.set()
 
     async def _handle(self, delivery: Delivery) -> None:
-        """decode → handle → ack, or release with backoff, or dead-letter."""
-        try:
-            envelope = parse_fields(delivery.stream_id, delivery.fields)
-            cls = self._event_class(envelope)
-            if cls is None:  # another group's redelivery, or a type this handler skips
-                self._succeeded(delivery, skipped=True)
-                return
-            event = self._decoders.decode(envelope, cls)
-        except Exception as exc:  # DecodeError, or an Event's __post_init__ raising
-            error = exc.reason if isinstance(exc, DecodeError) else f"{describe(exc)}"
-            error_type = "DecodeError" if isinstance(exc, DecodeError) else type(exc).__name__
-            await self._dead_letter(
-                delivery, reason="undecodable", error_type=error_type, error=error
-            )
+        """decode → (claim) → handle → ack or commit, or release with backoff, or
+        dead-letter."""
+        decoded = await self._decode(delivery)
+        if decoded is None:
+            return
+        envelope, event = decoded
+        if self._guard is not None and not await self._claim(delivery, envelope):
             return
         ctx = (
             Context(
@@ -426,6 +445,7 @@ class GroupConsumer:
                 handler=self.spec.name,
                 envelope=envelope,
                 delivery_count=delivery.count,
+                tx_refusal=self._tx_refusal(delivery),
             )
             if self.spec.wants_context
             else None  # a handler taking (event) alone: no context to build
@@ -440,7 +460,109 @@ class GroupConsumer:
         except Exception as exc:
             await self._failed(delivery, exc)
         else:
-            self._succeeded(delivery)
+            tx = ctx.pending_transaction if ctx is not None else None
+            if tx is not None and delivery.marker is not None:
+                await self._commit_transaction(delivery, tx)
+            else:
+                self._succeeded(delivery)
+
+    async def _decode(self, delivery: Delivery) -> tuple[Envelope, Event] | None:
+        """The envelope and event; None when the entry was skipped or dead-lettered."""
+        try:
+            envelope = parse_fields(delivery.stream_id, delivery.fields)
+            cls = self._event_class(envelope)
+            if cls is None:  # another group's redelivery, or a type this handler skips
+                self._succeeded(delivery, skipped=True)
+                return None
+            return envelope, self._decoders.decode(envelope, cls)
+        except Exception as exc:  # DecodeError, or an Event's __post_init__ raising
+            error = exc.reason if isinstance(exc, DecodeError) else f"{describe(exc)}"
+            error_type = "DecodeError" if isinstance(exc, DecodeError) else type(exc).__name__
+            await self._dead_letter(
+                delivery, reason="undecodable", error_type=error_type, error=error
+            )
+            return None
+
+    # -- idempotency -------------------------------------------------------------------
+
+    async def _claim(self, delivery: Delivery, envelope: Envelope) -> bool:
+        """Claim the delivery's idempotency key; False when it must not run now."""
+        assert self._guard is not None
+        key = envelope.key or envelope.stream_id
+        marker, token = self._guard.marker(key), self._guard.token(delivery.stream_id)
+        try:
+            verdict = await self._guard.begin(marker, token)
+        except (RedisError, OSError) as exc:
+            self.stats.store_errors += 1
+            if self._guard.options.on_store_error == "fail_open":
+                log.warning("%s: idempotency store unreachable (%s); running %s unguarded",
+                            self.group, exc, delivery.stream_id)  # fmt: skip
+                return True
+            log.warning("%s: idempotency store unreachable (%s); %s retried later",
+                        self.group, exc, delivery.stream_id)  # fmt: skip
+            await self._bounce(delivery)
+            return False
+        if verdict == "done":
+            self.stats.duplicates += 1
+            log.info("%s: %s is a duplicate of key %r, already handled", self.group,
+                     delivery.stream_id, key)  # fmt: skip
+            self._succeeded(delivery, duplicate=True)
+            return False
+        if verdict == "busy":
+            self.stats.busy += 1
+            await self._bounce(delivery)
+            return False
+        delivery.marker, delivery.token = marker, token
+        return True
+
+    async def _bounce(self, delivery: Delivery) -> None:
+        """Retry later without spending an attempt (the handler did not run)."""
+        await self._release([delivery], idle_ms=self._retry_idle_ms(delivery), restore_count=True)
+
+    def _tx_refusal(self, delivery: Delivery) -> str | None:
+        if self._guard is None:
+            return "it is not idempotent"
+        if not self._guard.same_store:
+            return "its idempotency store is not the stream's Redis"
+        if delivery.marker is None:
+            return "the idempotency store was unreachable when it started (fail_open)"
+        return None
+
+    async def _commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
+        assert self._guard is not None and delivery.marker is not None
+        delivery.done = True
+        try:
+            applied = await self._guard.commit_transaction(
+                delivery.stream_id, delivery.marker, delivery.token, tx
+            )
+        except (RedisError, OSError) as exc:
+            # applied or not, exactly once: either the marker says done, or our claim
+            # stays and expires with the lease and the entry is handled again
+            log.warning("%s: commit of %s failed (%s); it will be settled on redelivery",
+                        self.group, delivery.stream_id, exc)  # fmt: skip
+            self._owned.pop(delivery.stream_id, None)
+            return
+        if applied:
+            self.stats.ok += 1
+        else:
+            self.stats.lost += 1
+            log.warning("%s: %s was claimed by another consumer before its commit; its "
+                        "transaction was not applied", self.group, delivery.stream_id)  # fmt: skip
+        self._owned.pop(delivery.stream_id, None)
+
+    async def _extend_claims(self) -> None:
+        assert self._guard is not None
+        claims = [(d.marker, d.token) for d in self._owned.values() if d.marker and not d.done]
+        await self._guard.extend(claims)
+
+    async def _drop_claim(self, delivery: Delivery) -> None:
+        if self._guard is None or delivery.marker is None:
+            return
+        marker, delivery.marker = delivery.marker, None
+        try:
+            await self._guard.abort(marker, delivery.token)
+        except (RedisError, OSError) as exc:  # it expires with the lease anyway
+            log.debug("%s: could not drop the claim on %s: %s", self.group, marker, exc)
 
     def _event_class(self, envelope: Envelope) -> type[Event] | None:
         if envelope.target is not None and envelope.target != self.group:
@@ -479,18 +601,34 @@ class GroupConsumer:
             delivery.overrun = future
             raise
 
-    def _succeeded(self, delivery: Delivery, *, skipped: bool = False) -> None:
+    def _succeeded(
+        self, delivery: Delivery, *, skipped: bool = False, duplicate: bool = False
+    ) -> None:
         delivery.done = True
-        if skipped:
-            self.stats.skipped += 1
-        else:
+        if not (skipped or duplicate):
             self.stats.ok += 1
             if delivery.count > 1:
                 self.stats.retried_ok += 1
-        self._acks.add(delivery.stream_id)
+        elif skipped:
+            self.stats.skipped += 1
+        if delivery.marker is not None:
+            self._commits.add((delivery.stream_id, delivery.marker))
+        else:
+            self._acks.add(delivery.stream_id)
+
+    async def _xack(self, stream_ids: list[str]) -> None:
+        await self._wire.call("XACK", self.key, self.group, *stream_ids)
+
+    async def _commit(self, done: list[tuple[str, str]]) -> None:
+        assert self._guard is not None
+        await self._guard.commit(done)
 
     def _acked(self, stream_ids: list[str]) -> None:
         for stream_id in stream_ids:
+            self._owned.pop(stream_id, None)
+
+    def _committed(self, done: list[tuple[str, str]]) -> None:
+        for stream_id, _ in done:
             self._owned.pop(stream_id, None)
 
     def _lease_lost(self, stream_id: str) -> None:
@@ -508,6 +646,7 @@ class GroupConsumer:
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         self.stats.errors += 1
+        await self._drop_claim(delivery)
         error = describe(exc, self.spec.timeout_s)
         if delivery.count >= self.spec.max_attempts:
             log.error(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from eventbus.scripts import SCRIPTS
 from eventbus.wire import Pooled
@@ -38,6 +38,7 @@ class LeaseKeeper:
         held: Callable[[], Iterable[str]],
         lost: Callable[[str], None],
         lock: asyncio.Lock,
+        also: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._wire = wire
         self._key = key
@@ -48,6 +49,7 @@ class LeaseKeeper:
         self._held = held
         self._lost = lost
         self._lock = lock
+        self._also = also  # extended on the same beat (idempotency claims)
         self._stop = asyncio.Event()
         self._failures = 0
 
@@ -66,6 +68,8 @@ class LeaseKeeper:
                 pass
             try:
                 await self.extend()
+                if self._also is not None:
+                    await self._also()
                 if loop.time() >= next_hygiene:
                     next_hygiene = loop.time() + self._settings.hygiene_interval_s
                     await delete_idle_consumers(

@@ -13,6 +13,10 @@ class GroupStats:
     dead: int = 0  # moved to the dead-letter stream
     skipped: int = 0  # acked without running (another group's redelivery, other types)
     reclaimed: int = 0  # entries claimed by XAUTOCLAIM (retries and crash recovery)
+    duplicates: int = 0  # idempotent: the key was handled before; acked without running
+    busy: int = 0  # idempotent: another delivery of the key was in flight; retried later
+    store_errors: int = 0  # idempotent: the idempotency store could not be reached
+    lost: int = 0  # transactions not applied: another consumer had claimed the entry
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

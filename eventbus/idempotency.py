@@ -1,0 +1,234 @@
+"""Consumer-side idempotency: a marker per (group, idempotency key) makes a handler's
+effect happen once, and a transaction makes Redis-resident effects exactly once.
+
+The idempotency key is the publisher's ``key`` when it set one, else the stream id. The
+protocol (DESIGN.md, "Idempotency"):
+
+- begin: ``idem_begin.lua`` claims the marker with our token for a lease: acquired, done
+  (a duplicate: acknowledge it, do not run) or busy (in flight elsewhere: retry later);
+- the claim is extended with the entry's lease;
+- success: ``idem_commit.lua`` marks the key done (with a TTL, 24 h by default) and
+  acknowledges the entry, in one script, batched;
+- failure: ``idem_abort.lua`` deletes the claim if it is still ours, then the entry is
+  released with backoff as usual.
+
+With ``ctx.transaction()``, the writes a handler queues run in the same MULTI/EXEC as the
+done marker and the XACK, guarded by WATCH on the marker: all of them happen, or none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from eventbus.durations import Duration, seconds
+from eventbus.errors import ConfigurationError
+from eventbus.scripts import SCRIPTS
+from eventbus.wire import Arg, Pooled
+
+log = logging.getLogger("eventbus.idempotency")
+
+StoreErrorPolicy = Literal["fail_open", "fail_closed"]
+Verdict = Literal["acquired", "done", "busy"]
+DEFAULT_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyOptions:
+    """A handler's idempotency settings (from ``subscribe(idempotent=True, ...)``)."""
+
+    ttl_s: float
+    store_url: str | None  # None: the stream's own Redis
+    on_store_error: StoreErrorPolicy
+
+    @classmethod
+    def build(
+        cls,
+        what: str,
+        *,
+        ttl: Duration = DEFAULT_TTL,
+        store: str | None = None,
+        on_store_error: str = "fail_open",
+    ) -> IdempotencyOptions:
+        ttl_s = seconds(ttl, name=f"{what}: idempotency_ttl")
+        if ttl_s <= 0:
+            raise ConfigurationError(f"{what}: idempotency_ttl must be positive")
+        if store is not None and not isinstance(store, str):
+            raise ConfigurationError(
+                f"{what}: idempotency_store must be a Redis URL (redis://, rediss://, unix://)"
+            )
+        if on_store_error not in ("fail_open", "fail_closed"):
+            raise ConfigurationError(
+                f"{what}: on_store_error must be 'fail_open' or 'fail_closed', "
+                f"got {on_store_error!r}"
+            )
+        return cls(ttl_s, store, on_store_error)  # type: ignore[arg-type]
+
+
+class Transaction:
+    """Redis writes a handler queues; the worker runs them in one MULTI/EXEC with the
+    idempotency marker and the XACK once the handler has succeeded.
+
+        tx = ctx.transaction()
+        tx.hincrby("notes:by-author", event.author, 1)
+        tx.call("ZADD", "notes:recent", ts, event.note_id)
+
+    Reads do not belong here (they would run at commit time, after the handler): read
+    with ``ctx.bus.redis`` and queue the writes. In a Redis Cluster every key must be in
+    the stream's slot: use ``ctx.slot_key(name)``.
+    """
+
+    __slots__ = ("commands",)
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Arg, ...]] = []
+
+    def call(self, *args: Arg) -> None:
+        """Queue any Redis command (``tx.call("HSET", key, field, value)``)."""
+        if not args:
+            raise ConfigurationError("Transaction.call needs a command")
+        self.commands.append(args)
+
+    def set(self, key: str, value: Arg, *, ex: int | None = None) -> None:
+        self.call("SET", key, value, *(("EX", ex) if ex is not None else ()))
+
+    def delete(self, *keys: str) -> None:
+        self.call("DEL", *keys)
+
+    def incr(self, key: str, amount: int = 1) -> None:
+        self.call("INCRBY", key, amount)
+
+    def hset(self, key: str, field: str, value: Arg) -> None:
+        self.call("HSET", key, field, value)
+
+    def hincrby(self, key: str, field: str, amount: int = 1) -> None:
+        self.call("HINCRBY", key, field, amount)
+
+    def sadd(self, key: str, *members: Arg) -> None:
+        self.call("SADD", key, *members)
+
+    def rpush(self, key: str, *values: Arg) -> None:
+        self.call("RPUSH", key, *values)
+
+    def zadd(self, key: str, score: float, member: Arg) -> None:
+        self.call("ZADD", key, score, member)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.call("EXPIRE", key, seconds)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+class IdempotencyGuard:
+    """The markers of one idempotent handler's group on one stream."""
+
+    def __init__(
+        self,
+        options: IdempotencyOptions,
+        *,
+        main: Pooled,
+        client: Redis,
+        marker_prefix: str,
+        stream_key: str,
+        group: str,
+        consumer: str,
+        lease_ms: int,
+    ) -> None:
+        self.options = options
+        self.same_store = options.store_url is None
+        self._main = main
+        self._client = client  # the stream's Redis (transactions)
+        self._store_client: Redis | None = None
+        if options.store_url is not None:
+            from eventbus.bus import make_client
+
+            self._store_client = make_client(options.store_url)
+            self.store = Pooled(self._store_client)
+        else:
+            self.store = main
+        self._prefix = marker_prefix
+        self._stream_key = stream_key
+        self._group = group
+        self._consumer = consumer
+        self._lease_ms = lease_ms
+        self._ttl_ms = max(1, int(options.ttl_s * 1000))
+
+    def marker(self, idempotency_key: str) -> str:
+        return f"{self._prefix}{idempotency_key}"
+
+    def token(self, stream_id: str) -> str:
+        return f"{self._consumer}:{stream_id}"
+
+    async def begin(self, marker: str, token: str) -> Verdict:
+        reply = await self.store.script(SCRIPTS.idem_begin, [marker], [token, self._lease_ms])
+        verdict = reply.decode() if isinstance(reply, bytes) else str(reply)
+        assert verdict in ("acquired", "done", "busy"), verdict
+        return verdict  # type: ignore[return-value]
+
+    async def abort(self, marker: str, token: str) -> None:
+        await self.store.script(SCRIPTS.idem_abort, [marker], [token])
+
+    async def extend(self, claims: Sequence[tuple[str, str]]) -> None:
+        if claims:
+            await self.store.script(
+                SCRIPTS.idem_extend,
+                [m for m, _ in claims],
+                [self._lease_ms, *(t for _, t in claims)],
+            )
+
+    async def commit(self, done: Sequence[tuple[str, str]]) -> None:
+        """Mark (stream id, marker) pairs done and acknowledge the entries: one script
+        when the store is the stream's Redis; else two calls (marker, then XACK)."""
+        if self.same_store:
+            await self._main.script(
+                SCRIPTS.idem_commit,
+                [self._stream_key, *(m for _, m in done)],
+                [self._group, self._ttl_ms, *(i for i, _ in done)],
+            )
+            return
+        try:
+            await self.store.script(SCRIPTS.idem_mark, [m for _, m in done], [self._ttl_ms])
+        except Exception as exc:  # the store is down: acknowledge anyway, say so
+            log.warning("%s: could not mark %d keys done (%s)", self._group, len(done), exc)
+        await self._main.call("XACK", self._stream_key, self._group, *(i for i, _ in done))
+
+    async def commit_transaction(
+        self, stream_id: str, marker: str, token: str, tx: Transaction
+    ) -> bool:
+        """Run `tx`, mark done and acknowledge in one MULTI/EXEC, if the claim is still
+        ours (WATCH). False when it is not: nothing was applied."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(marker)
+                owner = await pipe.get(marker)
+                if (owner.decode() if isinstance(owner, bytes) else owner) != token:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for command in tx.commands:
+                    pipe.execute_command(*command)
+                pipe.execute_command("SET", marker, "done", "PX", self._ttl_ms)
+                pipe.execute_command("XACK", self._stream_key, self._group, stream_id)
+                results = await pipe.execute(raise_on_error=False)
+            except WatchError:
+                return False
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            # Redis does not roll back a command that fails inside EXEC: say so loudly
+            log.error(
+                "%s: %d command(s) of the transaction of %s failed (the others, the done "
+                "marker and the ack were applied): %s",
+                self._group, len(errors), stream_id, errors[0],
+            )  # fmt: skip
+        return True
+
+    async def aclose(self) -> None:
+        if self._store_client is not None:
+            await self.store.aclose()
+            await self._store_client.aclose()
