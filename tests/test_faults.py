@@ -155,3 +155,116 @@ async def test_worker_process_stops_gracefully_on_signal(
     assert await no_pending(bus, "jobs", GROUP)
     consumers = await bus.redis.xinfo_consumers(bus.keys.stream("jobs"), GROUP)
     assert consumers == []  # it owned nothing, so it deleted itself
+
+
+IDEM_GROUP = "tests.exactly-once"
+
+
+def start_idem_worker(
+    processes: Processes, url: str, prefix: str, consumer: str, **env: str
+) -> object:
+    return processes.eventbus(
+        "run", "tests.apps.idem_app",
+        "--redis-url", url, "--prefix", prefix, "--consumer", consumer, "--grace", "5",
+        env={f"IDEM_{k.upper()}": v for k, v in env.items()},
+    )  # fmt: skip
+
+
+async def idem_group_exists(bus: EventBus) -> bool:
+    try:
+        groups = await bus.redis.xinfo_groups(bus.keys.stream("jobs"))
+    except Exception:
+        return False
+    return any(g["name"].decode() == IDEM_GROUP for g in groups)
+
+
+async def effects(bus: EventBus) -> dict[int, int]:
+    raw = await bus.redis.hgetall(f"{bus.keys.prefix}:effects")
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+async def all_effects(bus: EventBus, n: int) -> bool:
+    return len(await effects(bus)) == n
+
+
+async def test_sigkill_mid_handler_is_handled_again_exactly_once(
+    eventbus_redis_url: str, eventbus_prefix: str, processes: Processes, bus: EventBus
+) -> None:
+    first = start_idem_worker(
+        processes, eventbus_redis_url, eventbus_prefix, "doomed", delay="0.3", lease="1"
+    )
+    await wait_for(lambda: idem_group_exists(bus), timeout=20, message="worker start")
+    await bus.publish_many([Job(n=i) for i in range(20)], keys=[f"job-{i}" for i in range(20)])
+    await wait_for(lambda: some_calls(bus), timeout=20)
+    first.kill()  # type: ignore[attr-defined]  # mid-handler: queued writes die with it
+    first.wait()  # type: ignore[attr-defined]
+    start_idem_worker(processes, eventbus_redis_url, eventbus_prefix, "rescuer", lease="1")
+    await wait_for(lambda: all_effects(bus, 20), timeout=30, message="all 20 effects")
+    await wait_for(lambda: no_pending(bus, "jobs", IDEM_GROUP), timeout=10)
+    assert await effects(bus) == {i: 1 for i in range(20)}  # exactly once each
+    calls = {
+        int(k): int(v) for k, v in (await bus.redis.hgetall(f"{eventbus_prefix}:calls")).items()
+    }
+    assert any(v >= 2 for v in calls.values())  # the interrupted ones ran again
+
+
+async def some_calls(bus: EventBus) -> bool:
+    return bool(await bus.redis.hlen(f"{bus.keys.prefix}:calls"))
+
+
+async def test_exactly_once_through_repeated_sigkills(
+    eventbus_redis_url: str, eventbus_prefix: str, processes: Processes, bus: EventBus
+) -> None:
+    """Workers are killed at arbitrary moments, over and over (before, during and right
+    after handlers, between a commit and its reply...) while 150 events are processed:
+    every effect is applied exactly once."""
+    import random
+
+    rng = random.Random(7)
+    worker = start_idem_worker(
+        processes, eventbus_redis_url, eventbus_prefix, "c0", delay="0.02", lease="1"
+    )
+    await wait_for(lambda: idem_group_exists(bus), timeout=20, message="worker start")
+    await bus.publish_many([Job(n=i) for i in range(150)])
+    kills = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while not await all_effects(bus, 150):
+        assert loop.time() < deadline, f"only {len(await effects(bus))} effects after {kills} kills"
+        await asyncio.sleep(rng.uniform(0.2, 0.8))  # the chaos: kill at a random moment
+        worker.kill()  # type: ignore[attr-defined]
+        worker.wait()  # type: ignore[attr-defined]
+        kills += 1
+        worker = start_idem_worker(
+            processes, eventbus_redis_url, eventbus_prefix, f"c{kills}", delay="0.02", lease="1"
+        )
+    await wait_for(lambda: no_pending(bus, "jobs", IDEM_GROUP), timeout=20)
+    assert kills >= 3
+    assert await effects(bus) == {i: 1 for i in range(150)}
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("tx", 1), ("plain", 2)])
+async def test_killed_after_success_before_the_ack(
+    eventbus_redis_url: str,
+    eventbus_prefix: str,
+    processes: Processes,
+    bus: EventBus,
+    mode: str,
+    expected: int,
+) -> None:
+    """The handler finishes its work and the worker dies before it can commit and ack.
+    Transactional: the queued write died with it, the redelivery applies it: once.
+    Key-based only: the write was already made, the redelivery makes it again: twice
+    (the documented limit of key-based idempotency; docs/idempotency.md)."""
+    env = {"mode": mode, "exit_after": "3", "lease": "1"}
+    worker = start_idem_worker(processes, eventbus_redis_url, eventbus_prefix, "w0", **env)
+    await wait_for(lambda: idem_group_exists(bus), timeout=20, message="worker start")
+    await bus.publish_many([Job(n=i) for i in range(6)])
+    assert await asyncio.to_thread(worker.wait, 20) == 9  # type: ignore[attr-defined]
+    start_idem_worker(processes, eventbus_redis_url, eventbus_prefix, "w1", **env)
+    await wait_for(lambda: all_effects(bus, 6), timeout=30)
+    await wait_for(lambda: no_pending(bus, "jobs", IDEM_GROUP), timeout=10)
+    applied = await effects(bus)
+    assert applied[3] == expected
+    if mode == "tx":  # and nothing else in flight at the crash was applied twice either
+        assert applied == {i: 1 for i in range(6)}
