@@ -31,11 +31,17 @@ async def index_note(event: NoteCreated, ctx: Context) -> None:
     await store(ctx).index(event)
 
 
-@router.subscribe(name="audit-log", concurrency=8)
+AUDIT_LOG = "audit-log"
+
+
+@router.subscribe(name="audit-log", concurrency=8, idempotent=True)
 async def audit_log(event: NoteCreated | NoteDeleted, ctx: Context) -> None:
-    """Appends a line per event to the audit log."""
+    """Appends exactly one line per event to the audit log: the write is queued on the
+    delivery's transaction and applied with the idempotency marker and the ack, so a
+    crash or a redelivery never adds a second line (docs/idempotency.md)."""
     what = "created" if isinstance(event, NoteCreated) else "deleted"
-    await store(ctx).audit(f"{ctx.stream_id} {what} {event.note_id} from {ctx.source}")
+    line = f"{ctx.stream_id} {what} {event.note_id} from {ctx.source}"
+    ctx.transaction().rpush(ctx.slot_key(AUDIT_LOG), line)
 
 
 class Outbox:

@@ -26,10 +26,6 @@ class NoteStore:
     def index_key(self, word: str) -> str:
         return f"{self.base}:idx:{word}"
 
-    @property
-    def audit_key(self) -> str:
-        return f"{self.base}:audit"
-
     async def save(self, note: NoteCreated) -> None:
         await self.redis.hset(
             self.note_key(note.note_id),
@@ -48,6 +44,3 @@ class NoteStore:
     async def search(self, word: str) -> set[str]:
         members: set[bytes] = await self.redis.smembers(self.index_key(word.lower()))  # type: ignore[assignment]
         return {m.decode() for m in members}
-
-    async def audit(self, line: str) -> None:
-        await self.redis.rpush(self.audit_key, line)

@@ -102,6 +102,7 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     assert rows["notes-demo.notifier"][2] == "1"  # the poison note
     assert all(r[3] == "0" and r[4] == "0" for r in rows.values())
     assert "dlq holds 1 entry (the poison notes" in out
+    assert "audit log: 600 lines for 600 events" in out
     # the embedded server stopped with the demo
     assert not (tmp_path / "redis.sock").exists() or not socket_answers(tmp_path / "redis.sock")
 

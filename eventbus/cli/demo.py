@@ -104,6 +104,11 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             await worker.stop()
         elapsed = time.monotonic() - started
         print_summary(out, info, worker, published_s, elapsed)
+        audit = await bus.redis.llen(f"{bus.keys.stream('notes')}:app:audit-log")
+        out.write(
+            f"  audit log: {audit:,} lines for {info.length:,} events (idempotent and "
+            "transactional: exactly one line per event)\n"
+        )
         return 0 if drained(info, groups) else 1
     finally:
         await bus.aclose()
