@@ -68,3 +68,9 @@ async def test_publishing_example(eventbus_redis_url: str, eventbus_prefix: str)
         assert await check.redis.xlen(check.keys.stream("clicks")) == 1001
     finally:
         await check.aclose()
+
+
+async def test_idempotency_example(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    example = load("idempotency")
+    result = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
+    assert result == {"balance": 500, "receipts": ["p-1: receipt for p-1"]}
