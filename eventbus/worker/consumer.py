@@ -32,10 +32,11 @@ from eventbus.context import Context
 from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
 from eventbus.errors import DecodeError
 from eventbus.events import Event, lookup
-from eventbus.idempotency import IdempotencyGuard, Transaction
+from eventbus.idempotency import IdempotencyGuard
 from eventbus.scripts import SCRIPTS
 from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
+from eventbus.worker.claims import Claims
 from eventbus.worker.deadletter import describe, dlq_fields, traceback_tail
 from eventbus.worker.groups import (
     create_group,
@@ -117,7 +118,7 @@ class GroupConsumer:
         self._next_reclaim = 0.0
         where = f"{self.key}/{self.group}"
         self._acks: AckBatcher[str] = AckBatcher(self._xack, self._acked, where=where)
-        self._guard = (
+        guard = (
             IdempotencyGuard(
                 spec.idempotency,
                 main=self._wire,
@@ -129,6 +130,18 @@ class GroupConsumer:
                 lease_ms=self._lease_ms,
             )
             if spec.idempotency is not None
+            else None
+        )
+        self._claims = (
+            Claims(
+                guard,
+                group=self.group,
+                stats=self.stats,
+                owned=self._owned,
+                bounce=self._bounce,
+                succeeded=self._succeeded,
+            )
+            if guard is not None
             else None
         )
         self._commits: AckBatcher[tuple[str, str]] = AckBatcher(
@@ -145,7 +158,7 @@ class GroupConsumer:
             held=lambda: list(self._owned),
             lost=self._lease_lost,
             lock=self._lease_lock,
-            also=self._extend_claims if self._guard is not None else None,
+            also=self._claims.extend if self._claims is not None else None,
         )
         self._executor = (
             None
@@ -200,8 +213,8 @@ class GroupConsumer:
         await asyncio.wait(self._loops, timeout=5)
         await self._delete_self()
         await self._reader.aclose()
-        if self._guard is not None:
-            await self._guard.aclose()
+        if self._claims is not None:
+            await self._claims.guard.aclose()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -435,7 +448,7 @@ class GroupConsumer:
         if decoded is None:
             return
         envelope, event = decoded
-        if self._guard is not None and not await self._claim(delivery, envelope):
+        if self._claims is not None and not await self._claims.claim(delivery, envelope):
             return
         ctx = (
             Context(
@@ -445,7 +458,11 @@ class GroupConsumer:
                 handler=self.spec.name,
                 envelope=envelope,
                 delivery_count=delivery.count,
-                tx_refusal=self._tx_refusal(delivery),
+                tx_refusal=(
+                    self._claims.tx_refusal(delivery)
+                    if self._claims is not None
+                    else "it is not idempotent"
+                ),
             )
             if self.spec.wants_context
             else None  # a handler taking (event) alone: no context to build
@@ -461,8 +478,8 @@ class GroupConsumer:
             await self._failed(delivery, exc)
         else:
             tx = ctx.pending_transaction if ctx is not None else None
-            if tx is not None and delivery.marker is not None:
-                await self._commit_transaction(delivery, tx)
+            if tx is not None and self._claims is not None and delivery.marker is not None:
+                await self._claims.commit_transaction(delivery, tx)
             else:
                 self._succeeded(delivery)
 
@@ -483,86 +500,9 @@ class GroupConsumer:
             )
             return None
 
-    # -- idempotency -------------------------------------------------------------------
-
-    async def _claim(self, delivery: Delivery, envelope: Envelope) -> bool:
-        """Claim the delivery's idempotency key; False when it must not run now."""
-        assert self._guard is not None
-        key = envelope.key or envelope.stream_id
-        marker, token = self._guard.marker(key), self._guard.token(delivery.stream_id)
-        try:
-            verdict = await self._guard.begin(marker, token)
-        except (RedisError, OSError) as exc:
-            self.stats.store_errors += 1
-            if self._guard.options.on_store_error == "fail_open":
-                log.warning("%s: idempotency store unreachable (%s); running %s unguarded",
-                            self.group, exc, delivery.stream_id)  # fmt: skip
-                return True
-            log.warning("%s: idempotency store unreachable (%s); %s retried later",
-                        self.group, exc, delivery.stream_id)  # fmt: skip
-            await self._bounce(delivery)
-            return False
-        if verdict == "done":
-            self.stats.duplicates += 1
-            log.info("%s: %s is a duplicate of key %r, already handled", self.group,
-                     delivery.stream_id, key)  # fmt: skip
-            self._succeeded(delivery, duplicate=True)
-            return False
-        if verdict == "busy":
-            self.stats.busy += 1
-            await self._bounce(delivery)
-            return False
-        delivery.marker, delivery.token = marker, token
-        return True
-
     async def _bounce(self, delivery: Delivery) -> None:
         """Retry later without spending an attempt (the handler did not run)."""
         await self._release([delivery], idle_ms=self._retry_idle_ms(delivery), restore_count=True)
-
-    def _tx_refusal(self, delivery: Delivery) -> str | None:
-        if self._guard is None:
-            return "it is not idempotent"
-        if not self._guard.same_store:
-            return "its idempotency store is not the stream's Redis"
-        if delivery.marker is None:
-            return "the idempotency store was unreachable when it started (fail_open)"
-        return None
-
-    async def _commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
-        assert self._guard is not None and delivery.marker is not None
-        delivery.done = True
-        try:
-            applied = await self._guard.commit_transaction(
-                delivery.stream_id, delivery.marker, delivery.token, tx
-            )
-        except (RedisError, OSError) as exc:
-            # applied or not, exactly once: either the marker says done, or our claim
-            # stays and expires with the lease and the entry is handled again
-            log.warning("%s: commit of %s failed (%s); it will be settled on redelivery",
-                        self.group, delivery.stream_id, exc)  # fmt: skip
-            self._owned.pop(delivery.stream_id, None)
-            return
-        if applied:
-            self.stats.ok += 1
-        else:
-            self.stats.lost += 1
-            log.warning("%s: %s was claimed by another consumer before its commit; its "
-                        "transaction was not applied", self.group, delivery.stream_id)  # fmt: skip
-        self._owned.pop(delivery.stream_id, None)
-
-    async def _extend_claims(self) -> None:
-        assert self._guard is not None
-        claims = [(d.marker, d.token) for d in self._owned.values() if d.marker and not d.done]
-        await self._guard.extend(claims)
-
-    async def _drop_claim(self, delivery: Delivery) -> None:
-        if self._guard is None or delivery.marker is None:
-            return
-        marker, delivery.marker = delivery.marker, None
-        try:
-            await self._guard.abort(marker, delivery.token)
-        except (RedisError, OSError) as exc:  # it expires with the lease anyway
-            log.debug("%s: could not drop the claim on %s: %s", self.group, marker, exc)
 
     def _event_class(self, envelope: Envelope) -> type[Event] | None:
         if envelope.target is not None and envelope.target != self.group:
@@ -620,8 +560,8 @@ class GroupConsumer:
         await self._wire.call("XACK", self.key, self.group, *stream_ids)
 
     async def _commit(self, done: list[tuple[str, str]]) -> None:
-        assert self._guard is not None
-        await self._guard.commit(done)
+        assert self._claims is not None
+        await self._claims.commit(done)
 
     def _acked(self, stream_ids: list[str]) -> None:
         for stream_id in stream_ids:
@@ -646,7 +586,8 @@ class GroupConsumer:
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         self.stats.errors += 1
-        await self._drop_claim(delivery)
+        if self._claims is not None:
+            await self._claims.drop(delivery)
         error = describe(exc, self.spec.timeout_s)
         if delivery.count >= self.spec.max_attempts:
             log.error(

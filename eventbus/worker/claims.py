@@ -1,0 +1,119 @@
+"""Idempotent deliveries: claiming a key before the handler, committing after it.
+
+The group consumer calls in here for handlers declared ``idempotent=True``; the markers
+and scripts themselves are `eventbus.idempotency`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from eventbus.envelope import Envelope
+from eventbus.idempotency import IdempotencyGuard, Transaction
+from eventbus.worker.stats import GroupStats
+
+if TYPE_CHECKING:
+    from eventbus.worker.consumer import Delivery
+
+log = logging.getLogger("eventbus.worker")
+
+
+class Claims:
+    """Claim, extend, commit or drop the idempotency markers of one group's deliveries."""
+
+    def __init__(
+        self,
+        guard: IdempotencyGuard,
+        *,
+        group: str,
+        stats: GroupStats,
+        owned: dict[str, Delivery],
+        bounce: Callable[[Delivery], Awaitable[None]],
+        succeeded: Callable[..., None],
+    ) -> None:
+        self.guard = guard
+        self._group = group
+        self._stats = stats
+        self._owned = owned
+        self._bounce = bounce
+        self._succeeded = succeeded
+
+    async def claim(self, delivery: Delivery, envelope: Envelope) -> bool:
+        """Claim the delivery's idempotency key; False when it must not run now."""
+        key = envelope.key or envelope.stream_id
+        marker, token = self.guard.marker(key), self.guard.token(delivery.stream_id)
+        try:
+            verdict = await self.guard.begin(marker, token)
+        except (RedisError, OSError) as exc:
+            self._stats.store_errors += 1
+            if self.guard.options.on_store_error == "fail_open":
+                log.warning("%s: idempotency store unreachable (%s); running %s unguarded",
+                            self._group, exc, delivery.stream_id)  # fmt: skip
+                return True
+            log.warning("%s: idempotency store unreachable (%s); %s retried later",
+                        self._group, exc, delivery.stream_id)  # fmt: skip
+            await self._bounce(delivery)
+            return False
+        if verdict == "done":
+            self._stats.duplicates += 1
+            log.info("%s: %s is a duplicate of key %r, already handled", self._group,
+                     delivery.stream_id, key)  # fmt: skip
+            self._succeeded(delivery, duplicate=True)
+            return False
+        if verdict == "busy":
+            self._stats.busy += 1
+            await self._bounce(delivery)
+            return False
+        delivery.marker, delivery.token = marker, token
+        return True
+
+    def tx_refusal(self, delivery: Delivery) -> str | None:
+        """Why this delivery's handler may not use ctx.transaction(), or None."""
+        if not self.guard.same_store:
+            return "its idempotency store is not the stream's Redis"
+        if delivery.marker is None:
+            return "the idempotency store was unreachable when it started (fail_open)"
+        return None
+
+    async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
+        assert delivery.marker is not None
+        delivery.done = True
+        try:
+            applied = await self.guard.commit_transaction(
+                delivery.stream_id, delivery.marker, delivery.token, tx
+            )
+        except (RedisError, OSError) as exc:
+            # applied or not, exactly once: either the marker says done, or our claim
+            # stays and expires with the lease and the entry is handled again
+            log.warning("%s: commit of %s failed (%s); it will be settled on redelivery",
+                        self._group, delivery.stream_id, exc)  # fmt: skip
+            self._owned.pop(delivery.stream_id, None)
+            return
+        if applied:
+            self._stats.ok += 1
+        else:
+            self._stats.lost += 1
+            log.warning("%s: %s was claimed by another consumer before its commit; its "
+                        "transaction was not applied", self._group, delivery.stream_id)  # fmt: skip
+        self._owned.pop(delivery.stream_id, None)
+
+    async def extend(self) -> None:
+        claims = [(d.marker, d.token) for d in self._owned.values() if d.marker and not d.done]
+        await self.guard.extend(claims)
+
+    async def drop(self, delivery: Delivery) -> None:
+        """After a failure: give up our claim so a retry can take it."""
+        if delivery.marker is None:
+            return
+        marker, delivery.marker = delivery.marker, None
+        try:
+            await self.guard.abort(marker, delivery.token)
+        except (RedisError, OSError) as exc:  # it expires with the lease anyway
+            log.debug("%s: could not drop the claim on %s: %s", self._group, marker, exc)
+
+    async def commit(self, done: list[tuple[str, str]]) -> None:
+        await self.guard.commit(done)
