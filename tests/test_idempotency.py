@@ -177,3 +177,26 @@ async def test_idempotency_store_down(
             await wait_for(lambda: handled == [1, 2], timeout=15)  # ...and nothing is lost
         await wait_for(lambda: no_pending(bus, "jobs", "test.guarded"))
     assert await dlq_entries(bus, "jobs") == []
+
+
+async def test_shutdown_drops_claims_so_others_take_over_at_once(bus: EventBus) -> None:
+    runs: list[str] = []
+    router = Router()
+
+    @router.subscribe(name="handover", idempotent=True, lease=30)
+    async def handle(event: Job, ctx: Context) -> None:
+        runs.append(ctx.group)
+        if len(runs) == 1:
+            await asyncio.sleep(60)  # interrupted by the shutdown
+        ctx.transaction().incr(ctx.slot_key("done"))
+
+    first = running_worker(bus, router, consumer="first", grace=0.2)
+    await first.__aenter__()
+    await bus.publish(Job(n=1))
+    await wait_for(lambda: len(runs) == 1)
+    await first.__aexit__(None, None, None)
+    # the 30 s lease and claim would make a successor wait; released and dropped, it need not
+    async with running_worker(bus, router, consumer="second", settings=FAST):
+        await wait_for(lambda: len(runs) == 2, timeout=5, message="the takeover")
+        await wait_for(lambda: no_pending(bus, "jobs", "test.handover"))
+    assert await bus.redis.get(f"{bus.keys.stream('jobs')}:app:done") == b"1"

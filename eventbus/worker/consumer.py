@@ -253,6 +253,8 @@ class GroupConsumer:
         unfinished = [d for d in self._owned.values() if not d.done]
         if not unfinished:
             return
+        if self._claims is not None:  # so whoever takes them over can claim their keys
+            await asyncio.gather(*(self._claims.drop(d) for d in unfinished))
         # claimable at once; the interrupted delivery does not count as an attempt
         released = await self._release(unfinished, idle_ms=self._lease_ms, restore_count=True)
         log.info("%s: released %d unfinished entries on shutdown", self.group, released)
