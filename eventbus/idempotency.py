@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
@@ -93,6 +93,12 @@ class Transaction:
         """Queue any Redis command (``tx.call("HSET", key, field, value)``)."""
         if not args:
             raise ConfigurationError("Transaction.call needs a command")
+        for arg in args:
+            if not isinstance(arg, (bytes, str, int, float)) or isinstance(arg, bool):
+                raise ConfigurationError(
+                    f"Transaction: {args[0]!r} argument {arg!r} is a {type(arg).__name__}; "
+                    "Redis arguments are str, bytes, int or float"
+                )
         self.commands.append(args)
 
     def set(self, key: str, value: Arg, *, ex: int | None = None) -> None:
@@ -163,8 +169,10 @@ class IdempotencyGuard:
     def marker(self, idempotency_key: str) -> str:
         return f"{self._prefix}{idempotency_key}"
 
-    def token(self, stream_id: str) -> str:
-        return f"{self._consumer}:{stream_id}"
+    def token(self, stream_id: str, attempt: int) -> str:
+        """Unique per attempt: a retry never mistakes an earlier attempt's claim (say, a
+        sync handler still running past its timeout) for its own."""
+        return f"{self._consumer}:{stream_id}:{attempt}"
 
     async def begin(self, marker: str, token: str) -> Verdict:
         reply = await self.store.script(SCRIPTS.idem_begin, [marker], [token, self._lease_ms])
@@ -195,29 +203,44 @@ class IdempotencyGuard:
             return
         try:
             await self.store.script(SCRIPTS.idem_mark, [m for _, m in done], [self._ttl_ms])
-        except Exception as exc:  # the store is down: acknowledge anyway, say so
-            log.warning("%s: could not mark %d keys done (%s)", self._group, len(done), exc)
+        except (RedisError, OSError) as exc:
+            if self.options.on_store_error == "fail_closed":
+                raise  # the batch is retried: marked done first, acknowledged after
+            log.warning(
+                "%s: could not mark %d keys done (%s); acknowledged anyway (fail_open): "
+                "a later duplicate of these keys would run",
+                self._group, len(done), exc,
+            )  # fmt: skip
         await self._main.call("XACK", self._stream_key, self._group, *(i for i, _ in done))
 
     async def commit_transaction(
-        self, stream_id: str, marker: str, token: str, tx: Transaction
+        self, stream_id: str, marker: str | None, token: str, tx: Transaction
     ) -> bool:
         """Run `tx`, mark done and acknowledge in one MULTI/EXEC, if the claim is still
-        ours (WATCH). False when it is not: nothing was applied."""
+        ours (WATCH). False when it is not: nothing was applied. With no `marker` (a
+        fail_open run while the store was unreachable): the writes and the ack only.
+
+        A command Redis rejects before running any (unknown, wrong arity, OOM) raises
+        ResponseError with nothing applied: the caller fails the attempt."""
         async with self._client.pipeline(transaction=True) as pipe:
             try:
-                await pipe.watch(marker)
-                owner = await pipe.get(marker)
-                if (owner.decode() if isinstance(owner, bytes) else owner) != token:
-                    return False
+                if marker is not None:
+                    await pipe.watch(marker)
+                    owner = await pipe.get(marker)
+                    if (owner.decode() if isinstance(owner, bytes) else owner) != token:
+                        return False
                 pipe.multi()  # type: ignore[no-untyped-call]
                 for command in tx.commands:
                     pipe.execute_command(*command)
-                pipe.execute_command("SET", marker, "done", "PX", self._ttl_ms)
+                if marker is not None:
+                    pipe.execute_command("SET", marker, "done", "PX", self._ttl_ms)
                 pipe.execute_command("XACK", self._stream_key, self._group, stream_id)
                 results = await pipe.execute(raise_on_error=False)
             except WatchError:
-                return False
+                # the claim changed, or (redis-py reports it the same way) the reply of
+                # EXEC was lost: the marker tells which
+                assert marker is not None
+                return await self._client.get(marker) == b"done"
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             # Redis does not roll back a command that fails inside EXEC: say so loudly

@@ -200,3 +200,102 @@ async def test_shutdown_drops_claims_so_others_take_over_at_once(bus: EventBus) 
         await wait_for(lambda: len(runs) == 2, timeout=5, message="the takeover")
         await wait_for(lambda: no_pending(bus, "jobs", "test.handover"))
     assert await bus.redis.get(f"{bus.keys.stream('jobs')}:app:done") == b"1"
+
+
+async def test_a_transaction_redis_rejects_fails_the_attempt_with_the_real_error(
+    bus: EventBus,
+) -> None:
+    runs: list[int] = []
+    router = Router()
+
+    @router.subscribe(name="bad-tx", idempotent=True, max_attempts=2, backoff=0.05, lease=30)
+    async def handle(event: Job, ctx: Context) -> None:
+        runs.append(ctx.attempt)
+        ctx.transaction().call("NOSUCHCOMMAND", "x")
+
+    async with running_worker(bus, router, settings=FAST) as worker:
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: dlq_entries(bus, "jobs"), timeout=10)
+        stats = worker.consumers[0].stats
+    [dead] = await dlq_entries(bus, "jobs")
+    assert runs == [1, 2]  # retried after the backoff, not after the 30 s lease
+    assert dead["dlq_reason"] == "failed" and "NOSUCHCOMMAND" in dead["dlq_error"].upper()
+    assert stats.errors == 2
+
+
+async def test_bad_transaction_arguments_fail_inside_the_handler(bus: EventBus) -> None:
+    router = Router()
+
+    @router.subscribe(name="bad-arg", idempotent=True, max_attempts=1)
+    async def handle(event: Job, ctx: Context) -> None:
+        ctx.transaction().hset(ctx.slot_key("h"), "field", None)  # type: ignore[arg-type]
+
+    async with running_worker(bus, router, settings=FAST):
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: dlq_entries(bus, "jobs"))
+    [dead] = await dlq_entries(bus, "jobs")
+    assert "argument None is a NoneType" in dead["dlq_error"]
+    assert "test_idempotency.py" in dead["dlq_traceback"]  # raised where it was written
+
+
+async def test_fail_closed_marks_done_before_it_acknowledges(
+    bus: EventBus, redis_server_factory: Callable[..., RedisServer]
+) -> None:
+    """A separate store that refuses the done marker (read-only, say after a failover):
+    under fail_closed the entry is not acknowledged until the marker is written, so a
+    later duplicate of the key is still recognised."""
+    import redis as sync_redis
+
+    store = redis_server_factory()
+    admin = sync_redis.Redis(port=store.port)
+    runs: list[int] = []
+    router = Router()
+
+    @router.subscribe(
+        name="closed", idempotent=True, idempotency_store=store.url, on_store_error="fail_closed"
+    )
+    async def handle(event: Job) -> None:
+        runs.append(event.n)
+        if len(runs) == 1:
+            admin.replicaof("127.0.0.1", "1")  # read-only from now on (no such master)
+
+    try:
+        async with running_worker(bus, router, settings=FAST) as worker:
+            await bus.publish(Job(n=1), key="k", dedup_window=0)
+            await wait_for(lambda: runs == [1])
+            # the commit was tried, refused, and is being retried: not acknowledged meanwhile
+            await wait_for(lambda: worker.consumers[0]._commits.backlog == 1)
+            assert not await no_pending(bus, "jobs", "test.closed")
+            admin.replicaof("NO", "ONE")
+            await wait_for(lambda: no_pending(bus, "jobs", "test.closed"), timeout=10)
+            await bus.publish(Job(n=1), key="k", dedup_window=0)  # a duplicate of the key
+            await wait_for(lambda: worker.consumers[0].stats.duplicates == 1)
+        assert runs == [1]
+    finally:
+        admin.close()
+
+
+async def test_timed_out_sync_handler_keeps_its_claim(bus: EventBus) -> None:
+    import threading
+    import time as time_mod
+
+    intervals: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    router = Router()
+
+    @router.subscribe(
+        name="sync-overrun", idempotent=True, timeout=0.2, backoff=0.05, concurrency=2
+    )
+    def handle(event: Job, ctx: Context) -> None:
+        start = time_mod.monotonic()
+        if ctx.attempt == 1:
+            time_mod.sleep(1.5)  # outlives its timeout; the retry must not run beside it
+        with lock:
+            intervals.append((start, time_mod.monotonic()))
+
+    async with running_worker(bus, router, settings=FAST):
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: len(intervals) == 2, timeout=15)
+        await wait_for(lambda: no_pending(bus, "jobs", "test.sync-overrun"))
+    (_, first_end), (second_start, _) = sorted(intervals)
+    assert second_start >= first_end  # never at the same time

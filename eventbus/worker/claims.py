@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError, ResponseError
 
 from eventbus.envelope import Envelope
 from eventbus.idempotency import IdempotencyGuard, Transaction
@@ -34,6 +34,7 @@ class Claims:
         owned: dict[str, Delivery],
         bounce: Callable[[Delivery], Awaitable[None]],
         succeeded: Callable[..., None],
+        failed: Callable[[Delivery, Exception], Awaitable[None]],
     ) -> None:
         self.guard = guard
         self._group = group
@@ -41,11 +42,16 @@ class Claims:
         self._owned = owned
         self._bounce = bounce
         self._succeeded = succeeded
+        self._failed = failed
+        # deliveries whose sync handler outlived its timeout: their claims are kept (and
+        # extended) until the thread returns, so no retry runs beside it
+        self._held: dict[int, Delivery] = {}
 
     async def claim(self, delivery: Delivery, envelope: Envelope) -> bool:
         """Claim the delivery's idempotency key; False when it must not run now."""
         key = envelope.key or envelope.stream_id
-        marker, token = self.guard.marker(key), self.guard.token(delivery.stream_id)
+        marker = self.guard.marker(key)
+        token = self.guard.token(delivery.stream_id, delivery.count)
         try:
             verdict = await self.guard.begin(marker, token)
         except (RedisError, OSError) as exc:
@@ -74,18 +80,21 @@ class Claims:
     def tx_refusal(self, delivery: Delivery) -> str | None:
         """Why this delivery's handler may not use ctx.transaction(), or None."""
         if not self.guard.same_store:
-            return "its idempotency store is not the stream's Redis"
-        if delivery.marker is None:
-            return "the idempotency store was unreachable when it started (fail_open)"
+            return "its idempotency store is a separate Redis (idempotency_store=...)"
         return None
 
     async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
-        assert delivery.marker is not None
         delivery.done = True
         try:
             applied = await self.guard.commit_transaction(
                 delivery.stream_id, delivery.marker, delivery.token, tx
             )
+        except (ResponseError, DataError) as exc:
+            # rejected before anything ran (unknown command, OOM...): a failed attempt
+            delivery.done = False
+            await self.drop(delivery)
+            await self._failed(delivery, exc)
+            return
         except (RedisError, OSError) as exc:
             # applied or not, exactly once: either the marker says done, or our claim
             # stays and expires with the lease and the entry is handled again
@@ -102,8 +111,19 @@ class Claims:
         self._owned.pop(delivery.stream_id, None)
 
     async def extend(self) -> None:
-        claims = [(d.marker, d.token) for d in self._owned.values() if d.marker and not d.done]
+        # done ones too: a commit may still be on its way (retried by the batcher)
+        holders = [*self._owned.values(), *self._held.values()]
+        claims = [(d.marker, d.token) for d in holders if d.marker]
         await self.guard.extend(claims)
+
+    def hold(self, delivery: Delivery) -> None:
+        """Keep the claim of a delivery whose handler thread still runs past its timeout."""
+        self._held[id(delivery)] = delivery
+
+    async def release_hold(self, delivery: Delivery) -> None:
+        """The thread returned: the claim can go (the retry may claim the key)."""
+        if self._held.pop(id(delivery), None) is not None:
+            await self.drop(delivery)
 
     async def drop(self, delivery: Delivery) -> None:
         """After a failure: give up our claim so a retry can take it."""

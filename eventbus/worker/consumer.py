@@ -140,6 +140,7 @@ class GroupConsumer:
                 owned=self._owned,
                 bounce=self._bounce,
                 succeeded=self._succeeded,
+                failed=self._failed,
             )
             if guard is not None
             else None
@@ -253,7 +254,9 @@ class GroupConsumer:
         unfinished = [d for d in self._owned.values() if not d.done]
         if not unfinished:
             return
-        if self._claims is not None:  # so whoever takes them over can claim their keys
+        if self._claims is not None and self._executor is None:
+            # so whoever takes them over can claim their keys at once (sync handlers'
+            # threads may still run: their claims expire with the lease instead)
             await asyncio.gather(*(self._claims.drop(d) for d in unfinished))
         # claimable at once; the interrupted delivery does not count as an attempt
         released = await self._release(unfinished, idle_ms=self._lease_ms, restore_count=True)
@@ -429,6 +432,8 @@ class GroupConsumer:
             if delivery.overrun is not None:
                 # the handler's thread is still running: keep its slot until it returns
                 await asyncio.wait({delivery.overrun})
+                if self._claims is not None:
+                    await self._claims.release_hold(delivery)
         except asyncio.CancelledError:
             raise  # shutdown: stop() releases what is unfinished
         except Exception:
@@ -436,6 +441,8 @@ class GroupConsumer:
                 "%s: internal error on %s; releasing it for a retry", self.group, delivery.stream_id
             )
             if delivery.stream_id in self._owned and not delivery.done:
+                if self._claims is not None:
+                    await self._claims.drop(delivery)
                 await self._release([delivery], idle_ms=self._retry_idle_ms(delivery))
         finally:
             # the slot is free as soon as this returns (not a loop turn later, in a done
@@ -480,7 +487,7 @@ class GroupConsumer:
             await self._failed(delivery, exc)
         else:
             tx = ctx.pending_transaction if ctx is not None else None
-            if tx is not None and self._claims is not None and delivery.marker is not None:
+            if tx is not None and self._claims is not None:
                 await self._claims.commit_transaction(delivery, tx)
             else:
                 self._succeeded(delivery)
@@ -589,7 +596,10 @@ class GroupConsumer:
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
         self.stats.errors += 1
         if self._claims is not None:
-            await self._claims.drop(delivery)
+            if delivery.overrun is not None:
+                self._claims.hold(delivery)  # its thread still runs: keep the key claimed
+            else:
+                await self._claims.drop(delivery)
         error = describe(exc, self.spec.timeout_s)
         if delivery.count >= self.spec.max_attempts:
             log.error(
