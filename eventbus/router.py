@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Never, TypeVar, overload
 
 from eventbus.backoff import Backoff
 from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
+from eventbus.events import Event
 from eventbus.handlers import (
     HandlerFunc,
     HandlerSpec,
@@ -21,8 +22,10 @@ from eventbus.handlers import (
 )
 from eventbus.idempotency import DEFAULT_TTL, IdempotencyOptions, StoreErrorPolicy
 from eventbus.keys import check_name
+from eventbus.schedules.spec import DEFAULT_GRACE, Misfire, ScheduleSpec, build_schedule
 
 F = TypeVar("F", bound=HandlerFunc)
+S = TypeVar("S", bound=Callable[..., Any])
 
 SUBSCRIBE_OPTIONS = (
     "name",
@@ -85,10 +88,84 @@ class Router:
 
     def __init__(self) -> None:
         self._handlers: dict[str, HandlerSpec] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
 
     @property
     def handlers(self) -> list[HandlerSpec]:
         return list(self._handlers.values())
+
+    @property
+    def schedules(self) -> list[ScheduleSpec]:
+        return list(self._schedules.values())
+
+    def schedule(
+        self,
+        spec: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        misfire: Misfire = "once",
+        misfire_grace: Duration = DEFAULT_GRACE,
+        jitter: Duration | None = None,
+    ) -> Callable[[S], S]:
+        """Declare a cron schedule: the function gets each tick (an aware datetime in
+        `tz`) and returns the Event(s) to publish, or None.
+
+            @router.schedule("0 3 * * *", name="cleanup-old-notes")
+            def cleanup(tick: datetime) -> CleanupOldNotes:
+                return CleanupOldNotes(older_than_days=30)
+
+        `spec` has 5 fields, or 6 with seconds first; `misfire` is "once" (the latest
+        missed tick, within `misfire_grace`, 5 min), "skip" or "all"; `jitter` delays
+        each replica's publish by up to that much. Mistakes raise ConfigurationError now.
+        """
+
+        def decorate(fn: S) -> S:
+            self._add_schedule(
+                build_schedule(
+                    fn,
+                    spec=spec,
+                    name=name,
+                    tz=tz,
+                    misfire=misfire,
+                    misfire_grace=misfire_grace,
+                    jitter=jitter,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def schedule_event(
+        self,
+        spec: str,
+        event: Event,
+        *,
+        name: str,
+        tz: str = "UTC",
+        misfire: Misfire = "once",
+        misfire_grace: Duration = DEFAULT_GRACE,
+        jitter: Duration | None = None,
+    ) -> None:
+        """Declare a schedule that publishes the same `event` on every tick."""
+        if not isinstance(event, Event) or type(event).__eb_stream__ is None:
+            raise ConfigurationError(f"schedule {name!r}: {event!r} is not an Event with a stream")
+
+        def fixed(tick: datetime) -> Event:
+            return event
+
+        fixed.__name__ = name
+        self.schedule(
+            spec, name=name, tz=tz, misfire=misfire, misfire_grace=misfire_grace, jitter=jitter
+        )(fixed)
+
+    def _add_schedule(self, spec: ScheduleSpec) -> None:
+        existing = self._schedules.get(spec.name)
+        if existing is not None and existing is not spec:
+            raise ConfigurationError(
+                f"schedule {spec.name!r} is declared twice; give each schedule its own name="
+            )
+        self._schedules[spec.name] = spec
 
     @overload
     def subscribe(self, fn: F, /) -> F: ...
@@ -135,9 +212,11 @@ class Router:
         return decorate
 
     def include(self, other: Router) -> None:
-        """Add every handler of `other` to this router."""
+        """Add every handler and schedule of `other` to this router."""
         for spec in other.handlers:
             self._add(spec)
+        for schedule in other.schedules:
+            self._add_schedule(schedule)
 
     def _build(
         self, fn: HandlerFunc, event_types: tuple[Any, ...], options: dict[str, Any]

@@ -25,6 +25,7 @@ class Scripts:
     idem_mark: Script
     idem_extend: Script
     idem_abort: Script
+    sched_record: Script
 
     @classmethod
     def load(cls) -> Scripts:
@@ -40,6 +41,7 @@ class Scripts:
             idem_mark=Script(source("idem_mark")),
             idem_extend=Script(source("idem_extend")),
             idem_abort=Script(source("idem_abort")),
+            sched_record=Script(source("sched_record")),
         )
 
 
