@@ -80,21 +80,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser(
-        "run",
-        parents=[common],
-        help="run a worker for an app's handlers",
-        description="Run a worker: every handler of APP consumes through its own consumer "
-        "group until SIGTERM/SIGINT, then in-flight handlers get --grace seconds to finish "
-        "and the rest are released for other workers (a second signal stops at once).",
+    app_options = argparse.ArgumentParser(add_help=False)
+    app_options.add_argument(
+        "app", metavar="APP", help="'package.module:router' or 'package.module'"
     )
-    run.add_argument("app", metavar="APP", help="'package.module:router' or 'package.module'")
-    run.add_argument("--service", help="service name, the group prefix (default: APP's package)")
-    run.add_argument("--consumer", help="consumer name (default: host-pid-random)")
-    run.add_argument(
+    app_options.add_argument(
+        "--service", help="service name, the group prefix (default: APP's package)"
+    )
+    app_options.add_argument("--consumer", help="consumer name (default: host-pid-random)")
+    app_options.add_argument(
         "--grace", type=_positive_float, default=30.0, metavar="SECONDS",
         help="shutdown grace period for in-flight handlers (default 30)",
     )  # fmt: skip
+
+    run = sub.add_parser(
+        "run",
+        parents=[common, app_options],
+        help="run a worker (and the scheduler) for an app",
+        description="Run APP: every handler consumes through its own consumer group, and "
+        "its schedules emit their events, until SIGTERM/SIGINT; then in-flight handlers get "
+        "--grace seconds to finish and the rest are released for other workers (a second "
+        "signal stops at once). Run as many replicas as you like: each tick is emitted once.",
+    )
+    run.add_argument("--no-scheduler", action="store_true", help="do not run the schedules")
+    run.add_argument("--no-worker", action="store_true", help="do not run the handlers")
+
+    sub.add_parser(
+        "scheduler",
+        parents=[common, app_options],
+        help="run only an app's schedules",
+        description="Run APP's schedules only (same as 'run --no-worker'). Any number of "
+        "replicas emit each tick's events once, with no leader election.",
+    )
+
+    schedules = sub.add_parser(
+        "schedules",
+        parents=[common],
+        help="list schedules: spec, zone, next and last tick, fires, duplicates",
+        description="List the schedules that have run under --prefix, from their state in "
+        "Redis; with APP, also those it declares, with their next tick.",
+    )
+    schedules.add_argument("app", metavar="APP", nargs="?", help="an app, to add its schedules")
+    schedules.add_argument("--json", action="store_true", help="print JSON (stable keys)")
 
     demo = sub.add_parser(
         "demo",
@@ -117,10 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(name: str) -> Command:
-    if name == "run":
-        from eventbus.cli.run import run
+    if name in ("run", "scheduler"):
+        from eventbus.cli import run
 
-        return run
+        return run.run if name == "run" else run.scheduler
+    if name == "schedules":
+        from eventbus.cli.schedules import schedules
+
+        return schedules
     from eventbus.cli.demo import run_demo
 
     return run_demo

@@ -1,4 +1,4 @@
-"""``eventbus run``: a worker for an app."""
+"""``eventbus run`` (a worker and a scheduler) and ``eventbus scheduler``."""
 
 from __future__ import annotations
 
@@ -7,28 +7,58 @@ import logging
 
 from eventbus.bus import EventBus
 from eventbus.cli.loader import load_app, service_name
+from eventbus.errors import ConfigurationError
+from eventbus.schedules import Scheduler
+from eventbus.service import Service, serve
 from eventbus.worker import Worker, WorkerSettings
 
 log = logging.getLogger("eventbus.cli")
 
 
 async def run(args: argparse.Namespace) -> int:
+    """The worker for the app's handlers and the scheduler for its schedules, unless
+    --no-worker / --no-scheduler (or the app has none)."""
     router = load_app(args.app)
-    service = args.service or service_name(args.app)
+    want_worker = not getattr(args, "no_worker", False) and bool(router.handlers)
+    want_scheduler = not getattr(args, "no_scheduler", False) and bool(router.schedules)
+    if not (want_worker or want_scheduler):
+        raise ConfigurationError(
+            f"app {args.app!r}: nothing to run (handlers: {len(router.handlers)}, "
+            f"schedules: {len(router.schedules)}, with --no-worker/--no-scheduler as given)"
+        )
     bus = EventBus.from_url(
-        args.redis_url, service=service, prefix=args.prefix, data_dir=args.data_dir
+        args.redis_url,
+        service=args.service or service_name(args.app),
+        prefix=args.prefix,
+        data_dir=args.data_dir,
     )
     try:
         await bus.check_connection(args.connect_timeout)
-        worker = Worker(
-            bus, router, consumer=args.consumer, settings=WorkerSettings(grace=args.grace)
-        )
-        for consumer in worker.consumers:
-            log.info(
-                "handler %s: group %s on stream %s (concurrency %d)",
-                consumer.spec.name, consumer.group, consumer.stream, consumer.spec.concurrency,
-            )  # fmt: skip
-        await worker.run()
+        services: list[Service] = []
+        if want_worker:
+            worker = Worker(
+                bus, router, consumer=args.consumer, settings=WorkerSettings(grace=args.grace)
+            )
+            for consumer in worker.consumers:
+                log.info(
+                    "handler %s: group %s on stream %s (concurrency %d)",
+                    consumer.spec.name, consumer.group, consumer.stream,
+                    consumer.spec.concurrency,
+                )  # fmt: skip
+            services.append(worker)
+        if want_scheduler:
+            for schedule in router.schedules:
+                log.info("schedule %s: %r in %s (misfire=%s)", schedule.name, schedule.spec,
+                         schedule.tz_name, schedule.misfire)  # fmt: skip
+            services.append(Scheduler(bus, router.schedules))
+        await serve(services)
     finally:
         await bus.aclose()
     return 0
+
+
+async def scheduler(args: argparse.Namespace) -> int:
+    """Only the app's schedules."""
+    args.no_worker = True
+    args.no_scheduler = False
+    return await run(args)

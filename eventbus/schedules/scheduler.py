@@ -35,6 +35,7 @@ from eventbus.errors import EventBusError
 from eventbus.schedules.cron import next_tick, ticks_between
 from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
+from eventbus.service import serve
 
 log = logging.getLogger("eventbus.scheduler")
 
@@ -79,6 +80,10 @@ class Scheduler:
 
     def request_stop(self, *, force: bool = False) -> None:
         self._stop.set()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Run until `request_stop()` or SIGTERM/SIGINT."""
+        await serve([self], stop=self._stop, install_signal_handlers=install_signal_handlers)
 
     async def stop(self, grace: float | None = None) -> None:
         self._stop.set()

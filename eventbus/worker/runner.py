@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
-import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
@@ -16,6 +14,7 @@ from eventbus.bus import EventBus
 from eventbus.errors import ConfigurationError
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
+from eventbus.service import serve
 from eventbus.worker.consumer import GroupConsumer
 from eventbus.worker.janitor import Janitor
 from eventbus.worker.settings import WorkerSettings
@@ -112,27 +111,9 @@ class Worker:
 
     async def run(self, *, install_signal_handlers: bool = True) -> None:
         """Run until `request_stop()` or SIGTERM/SIGINT (a second signal skips the grace)."""
-        await self.start()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-        try:
-            await self._stop_requested.wait()
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            await self.stop()
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if self._stop_requested.is_set():
-            log.warning("%s again: stopping now, releasing in-flight entries", sig.name)
-            self.request_stop(force=True)
-            return
-        log.info("%s: stopping (grace %.0fs)", sig.name, self.settings.grace_s)
-        self.request_stop()
+        await serve(
+            [self], stop=self._stop_requested, install_signal_handlers=install_signal_handlers
+        )
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {f"{c.stream}/{c.group}": c.stats.as_dict() for c in self.consumers}

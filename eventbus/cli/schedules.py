@@ -1,0 +1,87 @@
+"""``eventbus schedules``: every schedule's state, read from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from eventbus.bus import EventBus
+from eventbus.cli.loader import load_app
+from eventbus.schedules.cron import next_tick
+
+COLUMNS = ("name", "spec", "tz", "next_tick", "last_tick", "last_fired_at", "fires",
+           "duplicates", "skipped")  # fmt: skip
+
+
+async def schedule_rows(bus: EventBus, app: str | None) -> list[dict[str, Any]]:
+    """One row per schedule known to Redis (or declared by `app`), keys as COLUMNS."""
+    rows: dict[str, dict[str, Any]] = {}
+    pattern = bus.keys.schedule("*")
+    async for raw_key in bus.redis.scan_iter(match=pattern, count=500):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        raw: dict[bytes, bytes] = await bus.redis.hgetall(key)  # type: ignore[assignment]
+        state = {k.decode(): v.decode() for k, v in raw.items()}
+        name = key[len(bus.keys.schedule("")) :]
+        rows[name] = _row(name, state)
+    if app is not None:
+        now = datetime.now(UTC)
+        for spec in load_app(app).schedules:
+            row = rows.setdefault(spec.name, _row(spec.name, {}))
+            row.update(spec=spec.spec, tz=spec.tz_name)
+            upcoming = next_tick(spec.cron, spec.tz, now)
+            row["next_tick"] = upcoming.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return [rows[name] for name in sorted(rows)]
+
+
+def _row(name: str, state: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "spec": state.get("spec"),
+        "tz": state.get("tz"),
+        "next_tick": state.get("next_tick"),
+        "last_tick": state.get("last_tick"),
+        "last_fired_at": state.get("last_fired_at"),
+        "fires": int(state.get("fires", 0)),
+        "duplicates": int(state.get("duplicates", 0)),
+        "skipped": int(state.get("skipped", 0)),
+    }
+
+
+def print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
+    if not rows:
+        out.write("no schedules found (none has run yet under this prefix)\n")
+        return
+    cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
+    out.write("\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        return value[:19].replace("T", " ")  # to the second, UTC
+    return str(value)
+
+
+async def schedules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    bus = EventBus.from_url(
+        args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
+    )
+    try:
+        await bus.check_connection(args.connect_timeout)
+        rows = await schedule_rows(bus, args.app)
+    finally:
+        await bus.aclose()
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    else:
+        print_table(rows, out)
+    return 0

@@ -1,0 +1,55 @@
+"""Running workers and schedulers until SIGTERM/SIGINT, then stopping them gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+log = logging.getLogger("eventbus")
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None = None) -> None: ...
+
+    def request_stop(self, *, force: bool = False) -> None: ...
+
+
+async def serve(
+    services: Sequence[Service],
+    *,
+    stop: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    """Start `services`, wait for SIGTERM/SIGINT (or `stop`), stop them all gracefully.
+    A second signal asks every service to stop at once (skipping grace periods)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("%s again: stopping now", sig.name)
+            for service in services:
+                service.request_stop(force=True)
+            return
+        log.info("%s: stopping gracefully (send it again to stop at once)", sig.name)
+        stop.set()
+
+    for service in services:
+        await service.start()
+    if install_signal_handlers and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await asyncio.gather(*(service.stop() for service in services))
