@@ -5,6 +5,6 @@ Run it with ``eventbus demo`` or ``eventbus run handlers``.
 """
 
 from handlers.app import router
-from handlers.events import NoteCreated, NoteDeleted
+from handlers.events import CleanupOldNotes, NoteCreated, NoteDeleted
 
-__all__ = ["NoteCreated", "NoteDeleted", "router"]
+__all__ = ["CleanupOldNotes", "NoteCreated", "NoteDeleted", "router"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import zlib
+from datetime import datetime
 
 from eventbus import Backoff, Context, Router
-from handlers.events import NoteCreated, NoteDeleted
+from handlers.events import CleanupOldNotes, NoteCreated, NoteDeleted
 from handlers.store import NoteStore, words
 
 router = Router()
@@ -75,3 +78,27 @@ def notify_followers(event: NoteCreated, ctx: Context) -> None:
     if is_flaky(event.note_id) and ctx.attempt == 1:
         raise ConnectionError("mail server timed out (transient)")
     outbox.send(f"{event.author} posted {event.title!r}")
+
+
+log = logging.getLogger("handlers")
+KEEP_NOTES_DAYS = 30
+
+
+@router.schedule("0 3 * * *", name="cleanup-old-notes", tz="UTC")
+def cleanup_old_notes(tick: datetime) -> CleanupOldNotes:
+    """Every day at 03:00 UTC: ask for notes older than 30 days to go. However many
+    scheduler replicas run, each day's request is emitted once."""
+    return CleanupOldNotes(older_than_days=KEEP_NOTES_DAYS)
+
+
+@router.subscribe(name="note-cleanup", concurrency=1, idempotent=True)
+async def delete_old_notes(event: CleanupOldNotes, ctx: Context) -> None:
+    """Deletes the notes older than the cutoff, and says so on the notes stream (the
+    search index and the audit log follow the NoteDeleted events)."""
+    notes = store(ctx)
+    cutoff = time.time() - event.older_than_days * 86400
+    while old := await notes.older_than(cutoff):
+        for note_id in old:
+            await notes.delete(note_id)
+        await ctx.bus.publish_many([NoteDeleted(note_id=n) for n in old])
+        log.info("deleted %d notes older than %d days", len(old), event.older_than_days)

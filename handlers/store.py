@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from redis.asyncio import Redis
 
@@ -26,14 +27,35 @@ class NoteStore:
     def index_key(self, word: str) -> str:
         return f"{self.base}:idx:{word}"
 
+    @property
+    def by_time_key(self) -> str:
+        return f"{self.base}:notes-by-time"
+
     async def save(self, note: NoteCreated) -> None:
-        await self.redis.hset(
+        created = note.created_at if note.created_at is not None else time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
             self.note_key(note.note_id),
-            mapping={"author": note.author, "title": note.title, "body": note.body},
-        )
+            mapping={"author": note.author, "title": note.title, "body": note.body,
+                     "created_at": created},
+        )  # fmt: skip
+        pipe.zadd(self.by_time_key, {note.note_id: created})
+        await pipe.execute()
 
     async def delete(self, note_id: str) -> None:
-        await self.redis.delete(self.note_key(note_id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.note_key(note_id))
+        pipe.zrem(self.by_time_key, note_id)
+        await pipe.execute()
+
+    async def older_than(self, cutoff: float, limit: int = 1000) -> list[str]:
+        ids: list[bytes] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            self.by_time_key, "-inf", cutoff, 0, limit
+        )
+        return [i.decode() for i in ids]
+
+    async def exists(self, note_id: str) -> bool:
+        return bool(await self.redis.exists(self.note_key(note_id)))
 
     async def index(self, note: NoteCreated) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -109,7 +109,7 @@ def _check_field(text: str, field: Field) -> str | None:
 def _check_item(item: str, field: Field) -> str | None:
     if field is DOM and item.upper() == "L":
         return None  # the last day of the month
-    if field is DOW and re.fullmatch(r"[0-7A-Za-z]+(#[1-5]|L)", item):
+    if field is DOW and re.fullmatch(r"[0-9A-Za-z]+(#[1-5]|L)", item):
         return _check_value(re.split(r"[#L]", item)[0], field)
     match = ITEM.match(item)
     if match is None:

@@ -20,3 +20,7 @@ class Ping(Event, stream="pings"):
 
 class Pong(Event, stream="pongs"):
     n: int
+
+
+class Beat(Event, stream="beats"):
+    tick: str
