@@ -1,0 +1,174 @@
+"""The scheduler in-process: each tick once across replicas, misfire policies, state."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eventbus import Event, EventBus, Router
+from eventbus.schedules import Scheduler
+from eventbus.schedules.scheduler import iso, parse_iso
+from eventbus.testing import running_worker, wait_for
+from handlers import CleanupOldNotes, NoteCreated
+from handlers import router as sample_router
+from handlers.store import NoteStore
+from tests.apps.events import Beat
+
+
+class Pair(Event, stream="pairs"):
+    tick: str
+    half: int
+
+
+async def beats(bus: EventBus) -> list[str]:
+    entries = await bus.redis.xrange(bus.keys.stream("beats"))
+    return [json.loads(f[b"data"])["tick"] for _, f in entries]
+
+
+def every_second(router: Router, **options: object) -> None:
+    @router.schedule("* * * * * *", name="beat", **options)  # type: ignore[arg-type]
+    def beat(tick: datetime) -> Beat:
+        return Beat(tick=tick.isoformat())
+
+
+async def test_two_replicas_emit_each_tick_once(bus: EventBus) -> None:
+    router = Router()
+    every_second(router)
+    async with Scheduler(bus, router.schedules) as a, Scheduler(bus, router.schedules) as b:
+        await wait_for(lambda: beats_at_least(bus, 3), timeout=10)
+    ticks = await beats(bus)
+    assert len(ticks) == len(set(ticks))  # no tick twice
+    seconds = [datetime.fromisoformat(t) for t in ticks]
+    # none missed: consecutive seconds
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(seconds))
+    fired = a.stats["beat"].fired + b.stats["beat"].fired
+    assert fired == len(ticks)
+    assert a.stats["beat"].duplicates + b.stats["beat"].duplicates >= len(ticks) - 1
+    state = await bus.redis.hgetall(bus.keys.schedule("beat"))
+    assert int(state[b"fires"]) == len(ticks) and state[b"spec"] == b"* * * * * *"
+    assert parse_iso(state[b"last_tick"]) == seconds[-1].astimezone(UTC)
+    assert parse_iso(state[b"next_tick"]) > parse_iso(state[b"last_tick"])
+
+
+async def beats_at_least(bus: EventBus, n: int) -> bool:
+    return len(await beats(bus)) >= n
+
+
+async def wait_between_ticks(period: int) -> datetime:
+    """Wait until 2-3 s past a tick of a `period`-second schedule; return that tick."""
+    while True:
+        now = datetime.now(UTC)
+        into = now.second % period + now.microsecond / 1e6
+        if 2.0 <= into < 3.0:
+            return now.replace(microsecond=0) - timedelta(seconds=now.second % period)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(("misfire", "caught_up"), [("skip", 0), ("once", 1), ("all", 3)])
+async def test_misfire_policies_after_three_missed_ticks(
+    bus: EventBus, misfire: str, caught_up: int
+) -> None:
+    router = Router()
+
+    @router.schedule("*/5 * * * * *", name="beat", misfire=misfire, misfire_grace=60)  # type: ignore[arg-type]
+    def beat(tick: datetime) -> Beat:
+        return Beat(tick=tick.isoformat())
+
+    latest = await wait_between_ticks(5)
+    # the last tick anyone handled was four ticks ago: three were missed
+    await bus.redis.hset(
+        bus.keys.schedule("beat"), "last_tick", iso(latest - timedelta(seconds=15))
+    )
+    async with Scheduler(bus, router.schedules) as scheduler:
+        await wait_for(lambda: scheduler.stats["beat"].fired + scheduler.stats["beat"].skipped == 3)
+    ticks = [datetime.fromisoformat(t) for t in await beats(bus)]
+    assert len(ticks) == caught_up
+    if misfire == "once":
+        assert ticks == [latest]  # the latest missed tick
+    if misfire == "all":
+        assert ticks == [latest - timedelta(seconds=10), latest - timedelta(seconds=5), latest]
+    state = await bus.redis.hgetall(bus.keys.schedule("beat"))
+    assert int(state.get(b"skipped", 0)) == 3 - caught_up
+
+
+async def test_grace_bounds_the_catch_up(bus: EventBus) -> None:
+    router = Router()
+
+    @router.schedule("*/5 * * * * *", name="beat", misfire="once", misfire_grace=1)
+    def beat(tick: datetime) -> Beat:
+        return Beat(tick=tick.isoformat())
+
+    latest = await wait_between_ticks(5)
+    await bus.redis.hset(bus.keys.schedule("beat"), "last_tick", iso(latest - timedelta(seconds=5)))
+    async with Scheduler(bus, router.schedules) as scheduler:
+        await wait_for(lambda: scheduler.stats["beat"].skipped == 1)
+    assert await beats(bus) == []  # 2-3 s late, with a 1 s grace: not fired
+
+
+async def test_no_history_no_catch_up_and_functions_may_fail(bus: EventBus) -> None:
+    calls: list[datetime] = []
+    router = Router()
+
+    @router.schedule("* * * * * *", name="flaky")
+    async def flaky(tick: datetime) -> list[Pair]:
+        calls.append(tick)
+        if len(calls) == 1:
+            raise RuntimeError("the first tick fails")
+        return [Pair(tick=tick.isoformat(), half=1), Pair(tick=tick.isoformat(), half=2)]
+
+    async with Scheduler(bus, router.schedules) as scheduler:
+        await wait_for(lambda: len(calls) >= 3, timeout=10)
+    assert scheduler.stats["flaky"].errors == 1
+    entries = await bus.redis.xrange(bus.keys.stream("pairs"))
+    assert len(entries) == 2 * (len(calls) - 1)  # both events of every later tick
+    assert all(t.tzinfo is not None for t in calls)
+
+
+async def test_ticks_are_given_in_the_schedules_zone(bus: EventBus) -> None:
+    seen: list[datetime] = []
+    router = Router()
+
+    @router.schedule("* * * * * *", name="zoned", tz="Asia/Tokyo")
+    def zoned(tick: datetime) -> None:
+        seen.append(tick)
+
+    async with Scheduler(bus, router.schedules):
+        await wait_for(lambda: seen)
+    assert seen[0].utcoffset() == timedelta(hours=9)
+
+
+async def test_sample_cleanup_deletes_only_old_notes(bus: EventBus) -> None:
+    [schedule] = [s for s in sample_router.schedules if s.name == "cleanup-old-notes"]
+    assert schedule.spec == "0 3 * * *"
+    request = schedule.fn(datetime.now(UTC))
+    assert request == CleanupOldNotes(older_than_days=30)
+    now = time.time()
+    async with running_worker(bus, sample_router):
+        await bus.publish_many([
+            NoteCreated(note_id="old-1", author="ann", title="t", created_at=now - 40 * 86400),
+            NoteCreated(note_id="old-2", author="bob", title="t", created_at=now - 31 * 86400),
+            NoteCreated(note_id="new-1", author="cho", title="t", created_at=now - 29 * 86400),
+            NoteCreated(note_id="new-2", author="dee", title="t"),
+        ])  # fmt: skip
+        store = NoteStore(bus.redis, bus.keys.prefix)
+        await wait_for(lambda: store.exists("new-2"))
+        await bus.publish(request)  # type: ignore[arg-type]
+        await wait_for(lambda: gone(store, "old-1", "old-2"), message="the cleanup")
+        assert await store.exists("new-1") and await store.exists("new-2")
+        # the cleanup announced its deletions: the audit log records them
+        audit = f"{bus.keys.stream('notes')}:app:audit-log"
+        await wait_for(lambda: audit_mentions(bus, audit, "deleted old-1", "deleted old-2"))
+
+
+async def gone(store: NoteStore, *ids: str) -> bool:
+    return not any([await store.exists(i) for i in ids])
+
+
+async def audit_mentions(bus: EventBus, key: str, *texts: str) -> bool:
+    lines = [line.decode() for line in await bus.redis.lrange(key, 0, -1)]
+    return all(any(text in line for line in lines) for text in texts)
