@@ -92,4 +92,4 @@ def output_of(proc: subprocess.Popen[bytes]) -> str:
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
     # tests with real processes are the slow ones; keep them last
-    items.sort(key=lambda item: item.path.name == "test_faults.py")
+    items.sort(key=lambda item: item.path.name in ("test_faults.py", "test_schedule_faults.py"))
