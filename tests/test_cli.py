@@ -116,3 +116,30 @@ def socket_answers(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_schedules_command(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    import json
+
+    empty = eventbus("schedules", "--redis-url", eventbus_redis_url, "--prefix", eventbus_prefix)
+    assert empty.returncode == 0 and "no schedules found" in empty.stdout
+    listed = eventbus(
+        "schedules", "handlers", "--json", "--redis-url", eventbus_redis_url,
+        "--prefix", eventbus_prefix,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["name"] == "cleanup-old-notes" and row["spec"] == "0 3 * * *"
+    assert row["tz"] == "UTC" and row["next_tick"].endswith("T03:00:00.000000Z")
+    assert row["fires"] == 0 and row["last_tick"] is None
+    table = eventbus(
+        "schedules", "handlers", "--redis-url", eventbus_redis_url, "--prefix", eventbus_prefix
+    )
+    assert "NAME" in table.stdout and "cleanup-old-notes" in table.stdout
+
+
+def test_run_and_scheduler_help_and_nothing_to_run() -> None:
+    assert "--no-scheduler" in eventbus("run", "--help").stdout
+    assert "replicas" in eventbus("scheduler", "--help").stdout
+    result = eventbus("scheduler", "tests.apps.recorder", "--redis-url", "redis://127.0.0.1:1")
+    assert result.returncode == 2 and "nothing to run" in result.stderr

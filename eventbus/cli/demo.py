@@ -91,9 +91,10 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         await reset(bus)
         worker = Worker(bus, router, settings=WorkerSettings(grace=5))
         await worker.start(timeout=30)
-        groups = {c.group for c in worker.consumers}
+        notes = [c for c in worker.consumers if c.stream == "notes"]
+        groups = {c.group for c in notes}
         out.write(f"{len(groups)} handlers, each in its own consumer group on stream 'notes':\n")
-        for consumer in worker.consumers:
+        for consumer in notes:
             out.write(f"  {consumer.group:<28} concurrency {consumer.spec.concurrency}\n")
         started = time.monotonic()
         try:
