@@ -74,3 +74,18 @@ async def test_idempotency_example(eventbus_redis_url: str, eventbus_prefix: str
     example = load("idempotency")
     result = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
     assert result == {"balance": 500, "receipts": ["p-1: receipt for p-1"]}
+
+
+async def test_scheduling_example(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    example = load("scheduling")
+    count = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
+    assert count >= 3
+    check = EventBus.from_url(eventbus_redis_url, service="check", prefix=eventbus_prefix)
+    try:
+        entries = await check.redis.xrange(check.keys.stream("heartbeats"))
+        keys = [f[b"key"] for _, f in entries]
+        assert len(keys) == len(set(keys))  # two schedulers, each tick once
+        [invoices] = [s for s in example.router.schedules if s.name == "invoices-due"]
+        assert invoices.tz_name == "Europe/Berlin" and invoices.misfire_grace_s == 7200
+    finally:
+        await check.aclose()
