@@ -49,6 +49,8 @@ INVALID: list[tuple[str, str]] = [
     ("1.5 * * * *", "'1.5' is not valid"),
     ("-1 * * * *", "'-1' is not valid"),
     ("* * * * 9#2", "9 is out of range for the day-of-week field"),
+    ("0 0 30 2 *", "never matches"),
+    ("0 0 31 4,6,9,11 *", "never matches"),
 ]
 
 VALID = [

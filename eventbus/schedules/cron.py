@@ -92,9 +92,16 @@ def validate_cron(spec: str) -> CronSpec:
         if problem:
             raise ConfigurationError(f"cron spec {spec!r}: {problem}")
     try:
-        croniter(expression, datetime(2000, 1, 1), second_at_beginning=len(parts) == 6)
+        it = croniter(expression, datetime(2000, 1, 1), second_at_beginning=len(parts) == 6)
     except Exception as exc:  # anything the field checks let through
         raise ConfigurationError(f"cron spec {spec!r}: {exc}") from None
+    try:
+        it.get_next(datetime)
+    except Exception:
+        raise ConfigurationError(
+            f"cron spec {spec!r}: never matches (check the day-of-month against the month, "
+            "e.g. there is no 30 February)"
+        ) from None
     return CronSpec(spec, expression, has_seconds=len(parts) == 6)
 
 
