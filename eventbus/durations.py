@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 Duration = timedelta | float | int
@@ -19,6 +20,8 @@ def seconds(value: Duration, *, name: str) -> float:
         raise ConfigurationError(
             f"{name} must be seconds (a number) or a datetime.timedelta, got {value!r}"
         )
+    if not math.isfinite(result):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
     if result < 0:
         raise ConfigurationError(f"{name} must not be negative, got {value!r}")
     return result

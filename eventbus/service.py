@@ -49,7 +49,9 @@ async def serve(
             installed.append(sig)
     try:
         await stop.wait()
+        # the handlers stay installed while the services stop: a second signal then
+        # hurries them instead of killing the process mid-shutdown
+        await asyncio.gather(*(service.stop() for service in services))
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await asyncio.gather(*(service.stop() for service in services))

@@ -55,6 +55,9 @@ INVALID: list[tuple[str, str]] = [
 
 VALID = [
     "0 3 * * *",
+    "0 9 * * MON-SUN",
+    "0 9 * * SAT-SUN",
+    "0 9 * * 6-SUN",
     "*/15 * * * *",
     "0 9-17 * * MON-FRI",
     "0 0 1 JAN,JUL *",
@@ -115,6 +118,20 @@ def test_registration_mistakes(options: dict[str, Any], fn: Any, problem: str) -
     with pytest.raises(ConfigurationError, match=re.escape(problem)):
         router.schedule(spec, **options)(fn)
     assert router.schedules == []
+
+
+def test_non_finite_durations_and_defaulted_parameters() -> None:
+    router = Router()
+    with pytest.raises(ConfigurationError, match="finite"):
+        router.schedule("0 3 * * *", name="a", jitter=float("nan"))(noop)
+    with pytest.raises(ConfigurationError, match="finite"):
+        router.schedule("0 3 * * *", name="b", misfire_grace=float("inf"))(noop)
+
+    def with_default(tick: datetime, region: str = "eu") -> None:
+        return None
+
+    router.schedule("0 3 * * *", name="c")(with_default)  # extra parameters with defaults
+    assert [s.name for s in router.schedules] == ["c"]
 
 
 def test_duplicate_schedule_names_fail() -> None:

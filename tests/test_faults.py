@@ -268,3 +268,26 @@ async def test_killed_after_success_before_the_ack(
     assert applied[3] == expected
     if mode == "tx":  # and nothing else in flight at the crash was applied twice either
         assert applied == {i: 1 for i in range(6)}
+
+
+async def test_a_second_signal_stops_at_once_and_cleanly(
+    eventbus_redis_url: str, eventbus_prefix: str, processes: Processes, bus: EventBus
+) -> None:
+    worker = processes.eventbus(
+        "run", "tests.apps.recorder", "--redis-url", eventbus_redis_url,
+        "--prefix", eventbus_prefix, "--grace", "60",
+        env={"RECORDER_DELAY": "60"},
+    )  # fmt: skip
+    await wait_for(lambda: group_exists(bus), timeout=20, message="worker start")
+    await bus.publish(Job(n=1))
+    await wait_for(lambda: bus.redis.hlen(f"{eventbus_prefix}:calls"), timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)  # the first signal: it waits for the handler (up to 60 s)...
+    assert worker.poll() is None
+    worker.send_signal(signal.SIGTERM)  # ...the second: stop now, releasing it
+    assert await asyncio.to_thread(worker.wait, 15) == 0
+    log = output_of(worker)
+    assert "again: stopping now" in log and "Traceback" not in log
+    # released, claimable at once by whoever comes next, its attempt not spent
+    [entry] = await bus.redis.xpending_range(bus.keys.stream("jobs"), GROUP, "-", "+", 10)
+    assert entry["times_delivered"] == 0

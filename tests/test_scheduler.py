@@ -172,3 +172,43 @@ async def gone(store: NoteStore, *ids: str) -> bool:
 async def audit_mentions(bus: EventBus, key: str, *texts: str) -> bool:
     lines = [line.decode() for line in await bus.redis.lrange(key, 0, -1)]
     return all(any(text in line for line in lines) for text in texts)
+
+
+async def test_jitter_longer_than_the_period_loses_no_tick(bus: EventBus) -> None:
+    router = Router()
+    every_second(router, jitter=1.5)
+    async with Scheduler(bus, router.schedules), Scheduler(bus, router.schedules):
+        await wait_for(lambda: beats_at_least(bus, 6), timeout=20)
+    ticks = [datetime.fromisoformat(t) for t in await beats(bus)]
+    assert len(ticks) == len(set(ticks))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(sorted(ticks)))
+
+
+async def test_failures_are_recorded_in_the_state(bus: EventBus) -> None:
+    router = Router()
+
+    @router.schedule("* * * * * *", name="broken")
+    def broken(tick: datetime) -> list[Pair]:
+        return [Pair(tick=tick.isoformat(), half=1), Pair(tick=tick.isoformat(), half=2)]
+
+    await bus.redis.set(bus.keys.stream("pairs"), "not a stream")  # every publish is refused
+    async with Scheduler(bus, router.schedules) as scheduler:
+        await wait_for(lambda: scheduler.stats["broken"].errors >= 2)
+    state = await bus.redis.hgetall(bus.keys.schedule("broken"))
+    assert int(state[b"errors"]) >= 2 and b"WRONGTYPE" in state[b"last_error"]
+
+
+async def test_a_changed_spec_resets_next_tick(bus: EventBus) -> None:
+    key = bus.keys.schedule("beat")
+    await bus.redis.hset(key, mapping={"spec": "@yearly", "tz": "UTC",
+                                       "next_tick": "2099-01-01T00:00:00.000000Z"})  # fmt: skip
+    router = Router()
+    every_second(router)
+    async with Scheduler(bus, router.schedules):
+        await wait_for(lambda: beats_at_least(bus, 1))
+        await wait_for(lambda: next_tick_before(bus, key, "2099"))
+
+
+async def next_tick_before(bus: EventBus, key: str, year: str) -> bool:
+    value = await bus.redis.hget(key, "next_tick")
+    return value is not None and value.decode() < year

@@ -34,7 +34,7 @@ def invoices_due(tick: datetime) -> InvoicesDue:
 
 
 # The declarative form: the same event every second (6 fields: seconds first).
-router.schedule_event("* * * * * *", Heartbeat(service="billing"), name="heartbeat")
+router.schedule_event("* * * * * *", Heartbeat(service="billing"), name="billing-heartbeat")
 
 
 async def main(url: str | None = None, prefix: str = "scheduling") -> int:

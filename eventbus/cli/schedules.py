@@ -13,7 +13,7 @@ from eventbus.cli.loader import load_app
 from eventbus.schedules.cron import next_tick
 
 COLUMNS = ("name", "spec", "tz", "next_tick", "last_tick", "last_fired_at", "fires",
-           "duplicates", "skipped")  # fmt: skip
+           "duplicates", "skipped", "errors")  # fmt: skip
 
 
 async def schedule_rows(bus: EventBus, app: str | None) -> list[dict[str, Any]]:
@@ -47,6 +47,8 @@ def _row(name: str, state: dict[str, str]) -> dict[str, Any]:
         "fires": int(state.get("fires", 0)),
         "duplicates": int(state.get("duplicates", 0)),
         "skipped": int(state.get("skipped", 0)),
+        "errors": int(state.get("errors", 0)),
+        "last_error": state.get("last_error"),
     }
 
 
@@ -58,8 +60,10 @@ def print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
     out.write("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
     out.write("\n")
+    footer = "times in UTC"
     for row in cells:
         out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    out.write(f"({footer}; errors: {sum(r['errors'] for r in rows)})\n")
 
 
 def _cell(value: Any) -> str:

@@ -144,16 +144,17 @@ def _check_range(part: str, field: Field) -> str | None:
         problem = _check_value(value, field)
         if problem:
             return problem
-    if high and _number(low, field) > _number(high, field):
+    if high and _number(low, field) > _number(high, field, end=True):
         return f"range {part!r} in the {field.name} field is reversed (start after end)"
     return None
 
 
-def _number(value: str, field: Field) -> int:
+def _number(value: str, field: Field, *, end: bool = False) -> int:
     if value.isdigit():
         return int(value)
     assert field.names is not None
-    return field.names[value.upper()]
+    number = field.names[value.upper()]
+    return 7 if end and field is DOW and number == 0 else number  # MON-SUN: SUN is 7
 
 
 def _check_value(value: str, field: Field) -> str | None:

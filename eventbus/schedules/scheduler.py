@@ -23,15 +23,19 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventbus.backoff import Reconnect
 from eventbus.bus import EventBus
-from eventbus.errors import EventBusError
+from eventbus.errors import EventBusError, PublishError
+from eventbus.events import Event
+from eventbus.publishing.core import OutcomeUnknown, PublishResult
 from eventbus.schedules.cron import next_tick, ticks_between
 from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
@@ -40,6 +44,7 @@ from eventbus.service import serve
 log = logging.getLogger("eventbus.scheduler")
 
 ON_TIME_S = 1.0  # a tick met within this (plus the jitter) is on time, not missed
+MAX_SLEEP_S = 30.0  # sleeps are cut into steps this long (a suspended host wakes us late)
 
 
 def iso(moment: datetime) -> str:
@@ -80,15 +85,19 @@ class Scheduler:
 
     def request_stop(self, *, force: bool = False) -> None:
         self._stop.set()
+        if force:
+            for task in self._tasks:
+                task.cancel()
 
     async def run(self, *, install_signal_handlers: bool = True) -> None:
         """Run until `request_stop()` or SIGTERM/SIGINT."""
         await serve([self], stop=self._stop, install_signal_handlers=install_signal_handlers)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Stop: a tick being published gets `grace` seconds (10) to finish."""
         self._stop.set()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
+            await asyncio.wait(self._tasks, timeout=10 if grace is None else grace)
             for task in self._tasks:
                 task.cancel()
             await asyncio.wait(self._tasks)
@@ -111,13 +120,16 @@ class Scheduler:
     async def _run(self, spec: ScheduleSpec) -> None:
         reconnect = Reconnect()
         cursor: datetime | None = None
+        warned = False
         while not self._stop.is_set():
             try:
                 if cursor is None:
                     cursor = await self._last_tick(spec) or datetime.now(UTC)
+                if not warned:
+                    warned = await self._check_name_clash(spec)
                 cursor = await self._turn(spec, cursor)
                 reconnect.reset()
-            except (RedisError, OSError, EventBusError) as exc:
+            except (RedisError, OSError) as exc:
                 delay = reconnect.next_delay()
                 log.warning(
                     "schedule %s: Redis unavailable (%s); retrying in %.1fs",
@@ -129,10 +141,13 @@ class Scheduler:
                 await self._sleep(reconnect.next_delay())
 
     async def _turn(self, spec: ScheduleSpec, cursor: datetime) -> datetime:
-        """Handle the ticks due since `cursor`, then sleep until the next; returns the new
-        cursor (the latest tick handled)."""
+        """Handle the ticks due since `cursor`, then sleep towards the next; returns the
+        new cursor (the latest tick handled)."""
         now = datetime.now(UTC)
-        due = ticks_between(spec.cron, spec.tz, cursor, now, limit=MAX_CATCH_UP)
+        # ticks older than this can fire under no policy: no need to walk them (a long
+        # outage would make that walk block the event loop)
+        horizon = now - timedelta(seconds=spec.misfire_grace_s + spec.jitter_s + ON_TIME_S + 1)
+        due = ticks_between(spec.cron, spec.tz, max(cursor, horizon), now, limit=MAX_CATCH_UP)
         for tick, fire in self._apply_policy(spec, due, now):
             await self._handle_tick(spec, tick, fire)
             cursor = max(cursor, tick)
@@ -140,29 +155,40 @@ class Scheduler:
         wait = (upcoming - datetime.now(UTC)).total_seconds()
         if spec.jitter_s:
             wait += random.uniform(0, spec.jitter_s)
-        await self._sleep(max(0.0, wait))
+        # in short steps: a host suspended mid-sleep must not wake us far too late
+        await self._sleep(min(max(0.0, wait), MAX_SLEEP_S))
         return cursor
 
     @staticmethod
     def _apply_policy(
         spec: ScheduleSpec, due: list[datetime], now: datetime
     ) -> list[tuple[datetime, bool]]:
-        """(tick, fire?) for each due tick."""
+        """(tick, fire?) for each due tick. A tick met on time (within a second plus the
+        jitter) always fires; the missed ones follow the misfire policy."""
         if not due:
             return []
-        age = [(now - tick).total_seconds() for tick in due]
-        on_time = age[-1] <= ON_TIME_S + spec.jitter_s
-        if spec.misfire == "all":
-            return [(t, a <= spec.misfire_grace_s or (t == due[-1] and on_time))
-                    for t, a in zip(due, age, strict=True)]  # fmt: skip
-        latest_fires = on_time or (spec.misfire == "once" and age[-1] <= spec.misfire_grace_s)
-        return [(t, False) for t in due[:-1]] + [(due[-1], latest_fires)]
+        on_time_s = ON_TIME_S + spec.jitter_s
+        ages = [(now - tick).total_seconds() for tick in due]
+        decisions = []
+        for tick, age in zip(due, ages, strict=True):
+            if age <= on_time_s:
+                fire = True
+            elif spec.misfire == "all":
+                fire = age <= spec.misfire_grace_s
+            elif spec.misfire == "once":
+                fire = tick == due[-1] and age <= spec.misfire_grace_s
+            else:
+                fire = False
+            decisions.append((tick, fire))
+        return decisions
 
     async def _handle_tick(self, spec: ScheduleSpec, tick: datetime, fire: bool) -> None:
+        """Fire (or skip) one tick, to the end: once started, a tick is not re-judged."""
         stats = self.stats[spec.name]
         written = duplicates = 0
+        error = ""
         if fire:
-            written, duplicates = await self._fire(spec, tick)
+            written, duplicates, error = await self._fire(spec, tick)
         else:
             stats.skipped += 1
             log.info("schedule %s: skipped tick %s (misfire=%s)", spec.name, iso(tick),
@@ -172,26 +198,29 @@ class Scheduler:
             SCRIPTS.sched_record,
             [self.bus.keys.schedule(spec.name)],
             [iso(tick), iso(datetime.now(UTC)), iso(upcoming), written, duplicates,
-             0 if fire else 1, spec.spec, spec.tz_name],
+             0 if fire else 1, spec.spec, spec.tz_name, error],
         )  # fmt: skip
 
-    async def _fire(self, spec: ScheduleSpec, tick: datetime) -> tuple[int, int]:
+    async def _fire(self, spec: ScheduleSpec, tick: datetime) -> tuple[int, int, str]:
+        """Call the function once, publish all it returned; (written, duplicates, error)."""
         stats = self.stats[spec.name]
-        local_tick = tick.astimezone(spec.tz)
         try:
-            result = spec.fn(local_tick)
+            result = spec.fn(tick.astimezone(spec.tz))
             if spec.is_async:
                 result = await result  # type: ignore[misc]
             events = emitted(result, f"schedule {spec.name!r}")
-        except Exception:
+        except Exception as exc:
             stats.errors += 1
             log.exception("schedule %s: the function failed for tick %s", spec.name, iso(tick))
-            return 0, 0
+            return 0, 0, f"{type(exc).__name__}: {exc}"
         written = duplicates = 0
         for index, event in enumerate(events):
             key = f"sched:{spec.name}:{iso(tick)}" + (f":{index}" if index else "")
-            result_id = await self.bus.publish(event, key=key, dedup_window=spec.dedup_window_s)
-            if result_id.duplicate:
+            outcome = await self._publish(spec, tick, event, key)
+            if not isinstance(outcome, PublishResult):  # an error message (PublishResult is a str)
+                stats.errors += 1
+                return written, duplicates, outcome
+            if outcome.duplicate:
                 duplicates += 1
             else:
                 written += 1
@@ -199,7 +228,44 @@ class Scheduler:
             stats.fired += 1
             log.info("schedule %s: tick %s fired %d event(s)", spec.name, iso(tick), written)
         stats.duplicates += duplicates
-        return written, duplicates
+        return written, duplicates, ""
+
+    async def _publish(
+        self, spec: ScheduleSpec, tick: datetime, event: Event, key: str
+    ) -> PublishResult | str:
+        """Publish one event of a tick, retrying Redis trouble while the tick's key is
+        remembered (a retry then cannot duplicate it); an error message when it fails."""
+        reconnect = Reconnect()
+        give_up = tick + timedelta(seconds=spec.dedup_window_s / 2)
+        while True:
+            try:
+                return await self.bus.publish(event, key=key, dedup_window=spec.dedup_window_s)
+            except PublishError as exc:
+                retryable = _transient(exc.__cause__)
+                if not retryable or datetime.now(UTC) > give_up or self._stop.is_set():
+                    log.error("schedule %s: tick %s not published: %s", spec.name, iso(tick), exc)
+                    return f"{type(exc).__name__}: {exc}"
+                delay = reconnect.next_delay()
+                log.warning("schedule %s: publishing tick %s failed (%s); retrying in %.1fs",
+                            spec.name, iso(tick), exc, delay)  # fmt: skip
+                await self._sleep(delay)
+            except EventBusError as exc:  # an invalid event: no retry helps
+                log.error("schedule %s: tick %s not published: %s", spec.name, iso(tick), exc)
+                return f"{type(exc).__name__}: {exc}"
+
+    async def _check_name_clash(self, spec: ScheduleSpec) -> bool:
+        """Schedule names are global within a prefix: warn when the state says another
+        schedule (another spec or zone) uses this name."""
+        state = await self.bus.redis.hmget(self.bus.keys.schedule(spec.name), "spec", "tz")
+        stored_spec, stored_tz = (v.decode() if isinstance(v, bytes) else v for v in state)
+        if stored_spec is not None and (stored_spec, stored_tz) != (spec.spec, spec.tz_name):
+            log.warning(
+                "schedule %s: its state in Redis was written for %r in %s, not %r in %s: "
+                "a changed spec, or another service's schedule of the same name (names are "
+                "shared by everything under the prefix; the two would suppress each other)",
+                spec.name, stored_spec, stored_tz, spec.spec, spec.tz_name,
+            )  # fmt: skip
+        return True
 
     async def _last_tick(self, spec: ScheduleSpec) -> datetime | None:
         value = await self.bus.redis.hget(self.bus.keys.schedule(spec.name), "last_tick")
@@ -211,3 +277,14 @@ class Scheduler:
                 await self._stop.wait()
         except TimeoutError:
             pass
+
+
+TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _transient(cause: BaseException | None) -> bool:
+    """Redis trouble that passes (unreachable, restarting, failing over), as opposed to a
+    refusal that will not (WRONGTYPE, OOM...)."""
+    if isinstance(cause, (RedisConnectionError, RedisTimeoutError, OSError, OutcomeUnknown)):
+        return True  # (an unknown outcome is safe to retry: the tick's key dedupes it)
+    return isinstance(cause, RedisError) and str(cause).startswith(TRANSIENT_REPLIES)

@@ -101,8 +101,9 @@ def _check_function(fn: Any, what: str) -> None:
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{what}: cannot read its signature ({exc})") from None
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
     required_kw = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if len(positional) != 1 or required_kw:
+    if not positional or len(required) > 1 or required_kw:
         raise ConfigurationError(
             f"{what}: the function takes ({', '.join(p.name for p in params)}); a schedule "
             "function takes one argument, the tick: def f(tick: datetime) -> Event | None"
