@@ -25,8 +25,11 @@ from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 from eventbus.publishing.aio import AsyncFlusher, send
 from eventbus.publishing.core import (
     DEFAULT_MAX_EVENT_BYTES,
+    Outcome,
     PublishCore,
     PublishResult,
+    end_spans,
+    prepare_all,
     raise_for_batch,
     single_result,
 )
@@ -218,14 +221,17 @@ class EventBus:
         nothing and returns the first publish's id, with ``.duplicate`` set.
         """
         self._check_open()
-        prepared = self._core.prepare(
+        prepared, span = self._core.prepare_traced(
             event, key=key, stream=stream, headers=headers, dedup_window=_window(dedup_window)
         )
+        outcomes: list[Outcome] | None = None
         try:
-            [outcome] = await send([prepared], self._request, self.publish_stats)
+            outcomes = await send([prepared], self._request, self.publish_stats, "publish")
         except (RedisError, OSError) as exc:
+            end_spans([prepared], [span], None, exc)
             raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
-        return single_result(prepared, outcome)
+        end_spans([prepared], [span], outcomes)
+        return single_result(prepared, outcomes[0])
 
     async def publish_many(
         self,
@@ -240,19 +246,15 @@ class EventBus:
         ids), which Redis refused, and which lost their reply with the connection.
         """
         self._check_open()
-        if keys is not None and len(keys) != len(events):
-            raise ConfigurationError(f"keys has {len(keys)} items for {len(events)} events")
-        window = _window(dedup_window)
-        prepared = [
-            self._core.prepare(event, key=keys[i] if keys else None, dedup_window=window)
-            for i, event in enumerate(events)
-        ]
+        prepared, spans = prepare_all(self._core, events, keys, _window(dedup_window))
         if not prepared:
             return []
         try:
-            outcomes = await send(prepared, self._request, self.publish_stats)
+            outcomes = await send(prepared, self._request, self.publish_stats, "publish_many")
         except (RedisError, OSError) as exc:  # could not connect: nothing was written
+            end_spans(prepared, spans, None, exc)
             raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+        end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 
     def publish_nowait(
@@ -272,8 +274,13 @@ class EventBus:
         (not an Event, too large) still raise here, writing nothing.
         """
         self._check_open()
-        prepared = self._core.prepare(event, key=key, stream=stream, headers=headers)
-        return self._outbox.put(prepared)
+        prepared, span = self._core.prepare_traced(event, key=key, stream=stream, headers=headers)
+        try:
+            return self._outbox.put(prepared)
+        finally:
+            if span is not None:  # its write happens later, in a batch
+                span.set_attribute("eventbus.buffered", True)
+                end_spans([prepared], [span], None)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything ``publish_nowait`` buffered is written (or dropped at its

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -34,6 +35,8 @@ from eventbus.publishing.core import (
     PublishCore,
     PublishResult,
     Request,
+    end_spans,
+    prepare_all,
     raise_for_batch,
     send_batch,
     single_result,
@@ -133,9 +136,11 @@ class SyncPublisher:
         finally:
             self._pool.release(conn)
 
-    def _send(self, items: Sequence[Prepared]) -> list[Outcome]:
+    def _send(self, items: Sequence[Prepared], method: str) -> list[Outcome]:
+        started = time.perf_counter()
         outcomes = drive_sync(send_batch(items), self._request)
-        record(outcomes, self.publish_stats)
+        self.publish_stats.observe(method, time.perf_counter() - started)
+        record(items, outcomes, self.publish_stats)
         return outcomes
 
     def publish(
@@ -150,14 +155,16 @@ class SyncPublisher:
         """Write `event` now; see `EventBus.publish`."""
         self._check_open()
         window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
-        prepared = self._core.prepare(
+        prepared, span = self._core.prepare_traced(
             event, key=key, stream=stream, headers=headers, dedup_window=window
         )
         try:
-            [outcome] = self._send([prepared])
+            outcomes = self._send([prepared], "publish")
         except (redis.RedisError, OSError) as exc:
+            end_spans([prepared], [span], None, exc)
             raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
-        return single_result(prepared, outcome)
+        end_spans([prepared], [span], outcomes)
+        return single_result(prepared, outcomes[0])
 
     def publish_many(
         self,
@@ -168,19 +175,16 @@ class SyncPublisher:
     ) -> list[PublishResult]:
         """Write several events in one round trip; see `EventBus.publish_many`."""
         self._check_open()
-        if keys is not None and len(keys) != len(events):
-            raise ConfigurationError(f"keys has {len(keys)} items for {len(events)} events")
         window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
-        prepared = [
-            self._core.prepare(event, key=keys[i] if keys else None, dedup_window=window)
-            for i, event in enumerate(events)
-        ]
+        prepared, spans = prepare_all(self._core, events, keys, window)
         if not prepared:
             return []
         try:
-            outcomes = self._send(prepared)
+            outcomes = self._send(prepared, "publish_many")
         except (redis.RedisError, OSError) as exc:
+            end_spans(prepared, spans, None, exc)
             raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+        end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 
     def publish_nowait(
@@ -196,8 +200,13 @@ class SyncPublisher:
         Under ``overflow="block"`` a full buffer makes the calling thread wait for room
         (at most `block_timeout` seconds, then BufferFull)."""
         self._check_open()
-        prepared = self._core.prepare(event, key=key, stream=stream, headers=headers)
-        return self._outbox.put(prepared, block_timeout=block_timeout)
+        prepared, span = self._core.prepare_traced(event, key=key, stream=stream, headers=headers)
+        try:
+            return self._outbox.put(prepared, block_timeout=block_timeout)
+        finally:
+            if span is not None:
+                span.set_attribute("eventbus.buffered", True)
+                end_spans([prepared], [span], None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered is written (or dropped); False on timeout."""
@@ -298,14 +307,17 @@ class ThreadFlusher:
 
     def _send(self, batch: list[Pending]) -> list[Pending]:
         try:
-            outcomes = drive_sync(send_batch([p.prepared for p in batch]), self._io)
+            items = [p.prepared for p in batch]
+            started = time.perf_counter()
+            outcomes = drive_sync(send_batch(items), self._io)
+            self._stats.observe("publish_nowait", time.perf_counter() - started)
         except (redis.RedisError, OSError) as exc:
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch
         except Exception:  # never let the flusher die: its events would never settle
             log.exception("publish_nowait: unexpected error; retrying")
             return batch
-        record(outcomes, self._stats)
+        record(items, outcomes, self._stats)
         return to_retry(batch, outcomes)
 
     def close(self) -> None:

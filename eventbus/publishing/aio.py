@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any
 
@@ -39,9 +40,13 @@ async def drive(protocol: Generator[Request, list[Any], list[Outcome]], io: IO) 
             return stop.value  # type: ignore[no-any-return]
 
 
-async def send(items: Sequence[Prepared], io: IO, stats: PublishStats) -> list[Outcome]:
+async def send(
+    items: Sequence[Prepared], io: IO, stats: PublishStats, method: str
+) -> list[Outcome]:
+    started = time.perf_counter()
     outcomes = await drive(send_batch(items), io)
-    record(outcomes, stats)
+    stats.observe(method, time.perf_counter() - started)
+    record(items, outcomes, stats)
     return outcomes
 
 
@@ -112,7 +117,9 @@ class AsyncFlusher:
     async def _send(self, batch: list[Pending]) -> list[Pending]:
         """Send one batch; returns what must be tried again."""
         try:
-            outcomes = await send([p.prepared for p in batch], self._io, self._stats)
+            outcomes = await send(
+                [p.prepared for p in batch], self._io, self._stats, "publish_nowait"
+            )
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch

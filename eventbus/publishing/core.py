@@ -9,8 +9,10 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span
 from redis.exceptions import NoScriptError, ResponseError
 
+from eventbus import tracing
 from eventbus.envelope import (
     Encoding,
     check_headers,
@@ -112,6 +114,8 @@ class PublishCore:
         stream: str | None = None,
         headers: dict[str, str] | None = None,
         dedup_window: float | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Prepared:
         """Validate and encode `event`; raises (writing nothing) when it cannot be published."""
         stream_name = self._stream_of(event, stream)
@@ -145,6 +149,8 @@ class PublishCore:
             key=key,
             headers=headers,
             event_id=event_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
         stream_key = self._stream_keys.get(stream_name)
         if stream_key is None:
@@ -169,6 +175,34 @@ class PublishCore:
             command=command,
             deduped=deduped,
         )
+
+    def prepare_traced(
+        self,
+        event: Event,
+        *,
+        key: str | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+        dedup_window: float | None = None,
+    ) -> tuple[Prepared, Span | None]:
+        """`prepare`, plus a PRODUCER span whose context the envelope carries, when
+        tracing is on (the caller ends the span with `end_spans`)."""
+        if not tracing.active():
+            prepared = self.prepare(
+                event, key=key, stream=stream, headers=headers, dedup_window=dedup_window
+            )
+            return prepared, None
+        span = tracing.start_publish(self._stream_of(event, stream), type(event).__eb_type__)
+        try:
+            traceparent, tracestate = tracing.carrier_of(span)
+            prepared = self.prepare(
+                event, key=key, stream=stream, headers=headers, dedup_window=dedup_window,
+                traceparent=traceparent, tracestate=tracestate,
+            )  # fmt: skip
+        except BaseException as exc:
+            tracing.finish(span, None, exc)
+            raise
+        return prepared, span
 
     @staticmethod
     def _stream_of(event: Event, stream: str | None) -> str:
@@ -280,3 +314,45 @@ def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def prepare_all(
+    core: PublishCore,
+    events: Sequence[Event],
+    keys: Sequence[str | None] | None,
+    dedup_window: float | None,
+) -> tuple[list[Prepared], list[Span | None]]:
+    """`prepare_traced` for a batch; on a bad event, the spans begun so far are ended."""
+    if keys is not None and len(keys) != len(events):
+        raise ConfigurationError(f"keys has {len(keys)} items for {len(events)} events")
+    prepared: list[Prepared] = []
+    spans: list[Span | None] = []
+    try:
+        for i, event in enumerate(events):
+            item, span = core.prepare_traced(
+                event, key=keys[i] if keys else None, dedup_window=dedup_window
+            )
+            prepared.append(item)
+            spans.append(span)
+    except BaseException as exc:
+        end_spans(prepared, spans, None, exc)
+        raise
+    return prepared, spans
+
+
+def end_spans(
+    items: Sequence[Prepared],
+    spans: Sequence[Span | None],
+    outcomes: Sequence[Outcome] | None,
+    error: BaseException | None = None,
+) -> None:
+    """End the PRODUCER spans of a publish, with its outcome."""
+    for i, span in enumerate(spans):
+        if span is None:
+            continue
+        outcome = outcomes[i] if outcomes is not None else error
+        if isinstance(outcome, PublishResult):
+            span.set_attribute("eventbus.stream_id", str(outcome))
+            span.set_attribute("eventbus.duplicate", outcome.duplicate)
+            outcome = None
+        tracing.finish(span, items[i].event_id, outcome)

@@ -7,13 +7,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from eventbus.errors import BufferFull, ConfigurationError
 from eventbus.events import Event
+from eventbus.metrics import Histogram
 from eventbus.publishing.core import Outcome, OutcomeUnknown, Prepared, PublishResult
 
 log = logging.getLogger("eventbus.publish")
@@ -24,21 +25,36 @@ OnDrop = Callable[[Event, str], object]
 
 @dataclass
 class PublishStats:
-    """Counters of one publisher (Prometheus metrics build on the same events)."""
+    """Counters of one publisher; the Prometheus collector reads them at scrape time."""
 
     published: int = 0  # written to Redis (publish, publish_many, publish_nowait)
     duplicates: int = 0  # not written: a key already seen in its dedup window
     dropped: int = 0  # publish_nowait events given up: buffer full or deadline passed
     retried: int = 0  # publish_nowait batches sent again after a Redis error
+    # (stream, type, outcome: ok | duplicate | error | dropped) -> events
+    by_outcome: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    dropped_by_stream: Counter[str] = field(default_factory=Counter)
+    # publish | publish_many | publish_nowait -> time to Redis's reply, per call or batch
+    durations: dict[str, Histogram] = field(default_factory=dict)
+
+    def observe(self, method: str, seconds: float) -> None:
+        hist = self.durations.get(method)
+        if hist is None:
+            hist = self.durations[method] = Histogram()
+        hist.observe(seconds)
 
 
-def record(outcomes: list[Outcome], stats: PublishStats) -> None:
-    for outcome in outcomes:
+def record(items: Sequence[Prepared], outcomes: list[Outcome], stats: PublishStats) -> None:
+    for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, PublishResult):
             if outcome.duplicate:
                 stats.duplicates += 1
+                stats.by_outcome[item.stream, item.type_name, "duplicate"] += 1
             else:
                 stats.published += 1
+                stats.by_outcome[item.stream, item.type_name, "ok"] += 1
+        else:
+            stats.by_outcome[item.stream, item.type_name, "error"] += 1
 
 
 def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
@@ -186,6 +202,8 @@ class Outbox:
         """Count, log and report events given up on (never under the lock)."""
         self.stats.dropped += len(items)
         for prepared in items:
+            self.stats.dropped_by_stream[prepared.stream] += 1
+            self.stats.by_outcome[prepared.stream, prepared.type_name, "dropped"] += 1
             log.error("publish_nowait dropped %s: %s", prepared.describe(), reason)
             if self.on_drop is not None:
                 try:

@@ -20,13 +20,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import Span
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from eventbus import tracing
 from eventbus.backoff import Reconnect
 from eventbus.context import Context
 from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
@@ -476,6 +479,24 @@ class GroupConsumer:
             if self.spec.wants_context
             else None  # a handler taking (event) alone: no context to build
         )
+        if not tracing.active():
+            await self._run(delivery, event, ctx, None)
+            return
+        with tracing.processing(
+            envelope, stream=self.stream, group=self.group, delivery_count=delivery.count
+        ) as span:
+            try:
+                await self._run(delivery, event, ctx, span)
+            finally:
+                span.end()
+
+    async def _run(
+        self, delivery: Delivery, event: Event, ctx: Context | None, span: Span | None
+    ) -> None:
+        """Run the handler; then acknowledge or commit, or fail the attempt."""
+        if self.settings.metrics:
+            self.stats.age.observe(max(0.0, time.time() - _stream_ms(delivery.stream_id) / 1000))
+            started = time.perf_counter()
         try:
             await self._invoke(event, ctx, delivery)
         except asyncio.CancelledError:
@@ -484,6 +505,8 @@ class GroupConsumer:
                 raise  # the worker cancelled it
             await self._failed(delivery, HandlerCancelled("the handler raised CancelledError"))
         except Exception as exc:
+            if span is not None:
+                tracing.failed(span, exc)
             await self._failed(delivery, exc)
         else:
             tx = ctx.pending_transaction if ctx is not None else None
@@ -491,6 +514,9 @@ class GroupConsumer:
                 await self._claims.commit_transaction(delivery, tx)
             else:
                 self._succeeded(delivery)
+        finally:
+            if self.settings.metrics:
+                self.stats.duration.observe(time.perf_counter() - started)
 
     async def _decode(self, delivery: Delivery) -> tuple[Envelope, Event] | None:
         """The envelope and event; None when the entry was skipped or dead-lettered."""
@@ -678,3 +704,8 @@ class GroupConsumer:
                 self.group, delivery.stream_id, self.dlq_key, reason, error,
             )  # fmt: skip
         self._owned.pop(delivery.stream_id, None)
+
+
+def _stream_ms(stream_id: str) -> int:
+    """The millisecond part of a stream id: when Redis added the entry."""
+    return int(stream_id.partition("-")[0])

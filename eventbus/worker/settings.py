@@ -20,6 +20,8 @@ class WorkerSettings:
     - ``dlq_maxlen``: approximate cap of each dead-letter stream; 0 keeps everything.
     - ``janitor_interval``: how often each stream is trimmed to its retention (and checked
       for entries its maxlen cut before a group read them).
+    - ``metrics``: time handlers and event ages for the Prometheus histograms (counters
+      are kept either way; turning this off saves about a microsecond per delivery).
     """
 
     grace: float | timedelta = 30.0
@@ -29,11 +31,12 @@ class WorkerSettings:
     hygiene_interval: float | timedelta = 60.0
     dlq_maxlen: int = 0
     janitor_interval: float | timedelta = 60.0
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "dlq_maxlen":
+            if f.name not in ("dlq_maxlen", "metrics"):
                 object.__setattr__(self, f.name, seconds(value, name=f.name))
 
     # typed accessors (after __post_init__ every duration is a float)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from eventbus.metrics import AGE_BUCKETS, Histogram
 
 
 @dataclass
@@ -17,6 +19,8 @@ class GroupStats:
     busy: int = 0  # idempotent: another delivery of the key was in flight; retried later
     store_errors: int = 0  # idempotent: the idempotency store could not be reached
     lost: int = 0  # transactions not applied: another consumer had claimed the entry
+    duration: Histogram = field(default_factory=Histogram)  # handler run time
+    age: Histogram = field(default_factory=lambda: Histogram(AGE_BUCKETS))  # publish -> start
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}

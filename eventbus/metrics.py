@@ -1,0 +1,366 @@
+"""Prometheus metrics, recorded off the hot path.
+
+The worker, the publisher and the scheduler count into plain Python counters and small
+histograms (an int increment, a bisect); nothing touches prometheus_client per event. A
+collector turns them into metric families when Prometheus scrapes, and reads the queue
+figures (stream length, lag, pending, oldest pending age, consumers, dead letters,
+schedule times) from Redis at that moment: one pipelined round per scrape, cached for a
+second.
+
+    collector = install(bus, worker=worker, scheduler=scheduler)   # into REGISTRY
+    start_http_server(9464)                                        # or --metrics-port
+
+Metric names and labels are the ones in DESIGN.md ("Observability").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from eventbus.bus import EventBus
+    from eventbus.schedules.scheduler import Scheduler
+    from eventbus.worker.runner import Worker
+
+log = logging.getLogger("eventbus.metrics")
+
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0)  # fmt: skip
+AGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+               10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)  # fmt: skip
+
+
+class Histogram:
+    """Bucket counts and a sum: what a Prometheus histogram needs, for ~0.3 µs a sample."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs, +Inf last."""
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], series: Iterable[tuple[list[str], Histogram]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, hist in series:
+        family.add_metric(values, hist.buckets(), hist.total)
+    return family
+
+
+class EventbusCollector(Collector):
+    """Yields eventbus's metrics at scrape time (see the module docstring)."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        worker: Worker | None = None,
+        scheduler: Scheduler | None = None,
+        streams: Iterable[str] = (),
+        cache_s: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.worker = worker
+        self.scheduler = scheduler
+        self._streams = set(streams)
+        if worker is not None:
+            self._streams |= {c.stream for c in worker.consumers}
+        self._cache_s = cache_s
+        self._cached: tuple[float, list[Metric]] = (0.0, [])
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._publish_metrics()
+        if self.worker is not None:
+            yield from self._worker_metrics(self.worker)
+        if self.scheduler is not None:
+            yield from self._scheduler_metrics(self.scheduler)
+        yield from self._redis_metrics()
+
+    # -- in-process counters -----------------------------------------------------------
+
+    def _publish_metrics(self) -> Iterator[Metric]:
+        stats = self.bus.publish_stats
+        published = CounterMetricFamily(
+            "eventbus_events_published",
+            "Events published, by stream, type and outcome (ok, duplicate, error, dropped).",
+            labels=["stream", "type", "outcome"],
+        )
+        for (stream, type_name, outcome), count in sorted(stats.by_outcome.items()):
+            published.add_metric([stream, type_name, outcome], count)
+        yield published
+        yield _histogram(
+            "eventbus_publish_duration_seconds",
+            "Time from a publish call (or a publish_nowait batch) to Redis's reply.",
+            ["method"],
+            [([method], hist) for method, hist in sorted(stats.durations.items())],
+        )
+        buffered = GaugeMetricFamily(
+            "eventbus_publish_buffer_events", "Events publish_nowait holds, not yet written."
+        )
+        buffered.add_metric([], self.bus.buffered)
+        yield buffered
+        dropped = CounterMetricFamily(
+            "eventbus_publish_dropped",
+            "publish_nowait events given up (buffer full, or deadline passed).",
+            labels=["stream"],
+        )
+        for stream, count in sorted(stats.dropped_by_stream.items()):
+            dropped.add_metric([stream], count)
+        yield dropped
+
+    def _worker_metrics(self, worker: Worker) -> Iterator[Metric]:
+        handled = CounterMetricFamily(
+            "eventbus_events_handled",
+            "Deliveries handled, by outcome: ok, error (a failed attempt), dead "
+            "(dead-lettered), duplicate (idempotent, done before), skipped.",
+            labels=["stream", "group", "handler", "outcome"],
+        )
+        in_flight = GaugeMetricFamily(
+            "eventbus_handlers_in_flight", "Handlers running now.", labels=["stream", "group"]
+        )
+        reclaimed = CounterMetricFamily(
+            "eventbus_messages_reclaimed",
+            "Entries claimed by XAUTOCLAIM: retries and crash recovery.",
+            labels=["stream", "group"],
+        )
+        durations, ages = [], []
+        for c in worker.consumers:
+            s = c.stats
+            outcomes = (("ok", s.ok), ("error", s.errors), ("dead", s.dead),
+                        ("duplicate", s.duplicates), ("skipped", s.skipped))  # fmt: skip
+            for outcome, count in outcomes:
+                handled.add_metric([c.stream, c.group, c.spec.name, outcome], count)
+            in_flight.add_metric([c.stream, c.group], c.in_flight)
+            reclaimed.add_metric([c.stream, c.group], s.reclaimed)
+            durations.append(([c.stream, c.group, c.spec.name], s.duration))
+            ages.append(([c.stream, c.group], s.age))
+        yield handled
+        yield in_flight
+        yield reclaimed
+        yield _histogram(
+            "eventbus_handler_duration_seconds",
+            "Handler run time.",
+            ["stream", "group", "handler"],
+            durations,
+        )
+        yield _histogram(
+            "eventbus_event_age_seconds",
+            "Time from publish (the stream id's clock) to the handler's start.",
+            ["stream", "group"],
+            ages,
+        )
+
+    def _scheduler_metrics(self, scheduler: Scheduler) -> Iterator[Metric]:
+        fires = CounterMetricFamily(
+            "eventbus_schedule_fires",
+            "Ticks handled by this scheduler, by outcome: fired (it wrote the events), "
+            "duplicate (another replica had), skipped (misfire policy), error.",
+            labels=["schedule", "outcome"],
+        )
+        for name, s in sorted(scheduler.stats.items()):
+            outcomes = (("fired", s.fired), ("duplicate", s.duplicates),
+                        ("skipped", s.skipped), ("error", s.errors))  # fmt: skip
+            for outcome, count in outcomes:
+                fires.add_metric([name, outcome], count)
+        yield fires
+
+    # -- read from Redis at scrape time ------------------------------------------------
+
+    def _redis_metrics(self) -> list[Metric]:
+        with self._lock:
+            at, cached = self._cached
+            if time.monotonic() - at < self._cache_s:
+                return cached
+            try:
+                metrics = self._read_redis()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("metrics: reading queue figures from Redis failed: %s", exc)
+                metrics = []
+            self._cached = (time.monotonic(), metrics)
+            return metrics
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            url = self.bus.url
+            if url is None:
+                raise redis.ConnectionError("the bus has no URL to read metrics with")
+            self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        return self._client
+
+    def _read_redis(self) -> list[Metric]:
+        client = self._redis()
+        keys = self.bus.keys
+        streams = sorted(self._streams)
+        pipe = client.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xlen(keys.stream(stream))
+            pipe.xinfo_groups(keys.stream(stream))
+            pipe.xlen(keys.dlq(stream))
+        replies = pipe.execute(raise_on_error=False)
+        lengths, groups_by_stream, dlq = {}, {}, {}
+        for i, stream in enumerate(streams):
+            length, groups, dead = replies[3 * i : 3 * i + 3]
+            lengths[stream] = 0 if isinstance(length, Exception) else int(length)
+            groups_by_stream[stream] = [] if isinstance(groups, Exception) else groups
+            dlq[stream] = 0 if isinstance(dead, Exception) else int(dead)
+        oldest = self._oldest_pending(client, groups_by_stream)
+        return [
+            *self._stream_families(lengths, dlq),
+            *self._group_families(groups_by_stream, oldest),
+            *self._schedule_families(client),
+        ]
+
+    def _oldest_pending(
+        self, client: redis.Redis, groups_by_stream: dict[str, list[dict[str, Any]]]
+    ) -> dict[tuple[str, str], float]:
+        pending = [(s, _text(g["name"])) for s, gs in groups_by_stream.items() for g in gs
+                   if int(g["pending"])]  # fmt: skip
+        if not pending:
+            return {}
+        pipe = client.pipeline(transaction=False)
+        for stream, group in pending:
+            pipe.xpending(self.bus.keys.stream(stream), group)
+        now = time.time()
+        ages = {}
+        for (stream, group), summary in zip(pending, pipe.execute(raise_on_error=False),
+                                            strict=True):  # fmt: skip
+            if isinstance(summary, dict) and summary.get("min"):
+                ms = int(_text(summary["min"]).split("-", 1)[0])
+                ages[(stream, group)] = max(0.0, now - ms / 1000)
+        return ages
+
+    @staticmethod
+    def _stream_families(lengths: dict[str, int], dlq: dict[str, int]) -> list[Metric]:
+        length = GaugeMetricFamily(
+            "eventbus_stream_length", "Entries in the stream (XLEN).", labels=["stream"]
+        )
+        dead = GaugeMetricFamily(
+            "eventbus_dlq_length", "Entries in the stream's dead-letter stream.", labels=["stream"]
+        )
+        for stream in sorted(lengths):
+            length.add_metric([stream], lengths[stream])
+            dead.add_metric([stream], dlq[stream])
+        return [length, dead]
+
+    @staticmethod
+    def _group_families(
+        groups_by_stream: dict[str, list[dict[str, Any]]],
+        oldest: dict[tuple[str, str], float],
+    ) -> list[Metric]:
+        labels = ["stream", "group"]
+        lag = GaugeMetricFamily(
+            "eventbus_group_lag",
+            "Entries the group has not read yet (Redis >= 7; absent when unknown).",
+            labels=labels,
+        )
+        pending = GaugeMetricFamily(
+            "eventbus_group_pending", "Entries read and not acknowledged.", labels=labels
+        )
+        age = GaugeMetricFamily(
+            "eventbus_group_oldest_pending_seconds",
+            "Age of the group's oldest pending entry (0 when none).",
+            labels=labels,
+        )
+        consumers = GaugeMetricFamily(
+            "eventbus_group_consumers", "Consumers in the group.", labels=labels
+        )
+        for stream, groups in sorted(groups_by_stream.items()):
+            for g in groups:
+                values = [stream, _text(g["name"])]
+                if g.get("lag") is not None:
+                    lag.add_metric(values, int(g["lag"]))
+                pending.add_metric(values, int(g["pending"]))
+                age.add_metric(values, oldest.get((stream, values[1]), 0.0))
+                consumers.add_metric(values, int(g["consumers"]))
+        return [lag, pending, age, consumers]
+
+    def _schedule_families(self, client: redis.Redis) -> list[Metric]:
+        if self.scheduler is None or not self.scheduler.schedules:
+            return []
+        names = [s.name for s in self.scheduler.schedules]
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.bus.keys.schedule(name), "last_fired_at", "next_tick")
+        last = GaugeMetricFamily(
+            "eventbus_schedule_last_fire_timestamp_seconds",
+            "When any replica last fired the schedule (Unix time).",
+            labels=["schedule"],
+        )
+        upcoming = GaugeMetricFamily(
+            "eventbus_schedule_next_fire_timestamp_seconds",
+            "The schedule's next tick (Unix time).",
+            labels=["schedule"],
+        )
+        from eventbus.schedules.scheduler import parse_iso
+
+        for name, (fired, nxt) in zip(names, pipe.execute(), strict=True):
+            if fired:
+                last.add_metric([name], parse_iso(fired).timestamp())
+            if nxt:
+                upcoming.add_metric([name], parse_iso(nxt).timestamp())
+        return [last, upcoming]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def install(
+    bus: EventBus,
+    *,
+    worker: Worker | None = None,
+    scheduler: Scheduler | None = None,
+    registry: CollectorRegistry = REGISTRY,
+) -> EventbusCollector:
+    """Register a collector for this bus (and worker/scheduler) in `registry`."""
+    collector = EventbusCollector(bus, worker=worker, scheduler=scheduler)
+    registry.register(collector)
+    return collector
+
+
+def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve ``/metrics`` on `port` from a daemon thread."""
+    start_http_server(port, registry=registry)
+    log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["EventbusCollector", "Histogram", "install", "serve_metrics"]
