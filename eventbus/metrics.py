@@ -138,8 +138,11 @@ class EventbusCollector(Collector):
             "publish_nowait events given up (buffer full, or deadline passed).",
             labels=["stream"],
         )
-        for stream, count in sorted(stats.dropped_by_stream.items()):
-            dropped.add_metric([stream], count)
+        # a series for every stream published to, zero until something is dropped, so
+        # rate() and increase() have something to work on from the start
+        streams = {stream for stream, _, _ in stats.by_outcome} | set(stats.dropped_by_stream)
+        for stream in sorted(streams):
+            dropped.add_metric([stream], stats.dropped_by_stream.get(stream, 0))
         yield dropped
 
     def _worker_metrics(self, worker: Worker) -> Iterator[Metric]:

@@ -9,6 +9,7 @@ import time
 from typing import TextIO
 
 from eventbus.bus import EventBus
+from eventbus.cli.run import observe
 from eventbus.events import Event
 from eventbus.status import GroupInfo, StreamInfo, stream_info
 from eventbus.worker import Worker, WorkerSettings
@@ -90,6 +91,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         await bus.check_connection(args.connect_timeout)
         await reset(bus)
         worker = Worker(bus, router, settings=WorkerSettings(grace=5))
+        observe(args, bus, worker=worker)
         await worker.start(timeout=30)
         notes = [c for c in worker.consumers if c.stream == "notes"]
         groups = {c.group for c in notes}

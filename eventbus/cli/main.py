@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     conn = common.add_argument_group("connection")
@@ -63,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     conn.add_argument(
         "--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
         help="give up if Redis does not answer within this long at start (default 10)",
+    )  # fmt: skip
+    observe = common.add_argument_group("observability")
+    observe.add_argument(
+        "--metrics-port", type=_port, metavar="PORT",
+        default=_port(os.environ["EVENTBUS_METRICS_PORT"])
+        if os.environ.get("EVENTBUS_METRICS_PORT") else None,
+        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics ($EVENTBUS_METRICS_PORT)",
+    )  # fmt: skip
+    observe.add_argument(
+        "--otel", action="store_true", default=bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")),
+        help="export traces over OTLP/HTTP, configured by the OTEL_* variables "
+        "(on when OTEL_EXPORTER_OTLP_ENDPOINT is set; needs eventbus[otel])",
     )  # fmt: skip
     common.add_argument(
         "--log-level",

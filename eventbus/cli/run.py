@@ -32,6 +32,8 @@ async def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         data_dir=args.data_dir,
     )
+    worker: Worker | None = None
+    scheduler_: Scheduler | None = None
     try:
         await bus.check_connection(args.connect_timeout)
         services: list[Service] = []
@@ -50,7 +52,9 @@ async def run(args: argparse.Namespace) -> int:
             for schedule in router.schedules:
                 log.info("schedule %s: %r in %s (misfire=%s)", schedule.name, schedule.spec,
                          schedule.tz_name, schedule.misfire)  # fmt: skip
-            services.append(Scheduler(bus, router.schedules))
+            scheduler_ = Scheduler(bus, router.schedules)
+            services.append(scheduler_)
+        observe(args, bus, worker=worker, scheduler=scheduler_)
         await serve(services)
     finally:
         await bus.aclose()
@@ -62,3 +66,28 @@ async def scheduler(args: argparse.Namespace) -> int:
     args.no_worker = True
     args.no_scheduler = False
     return await run(args)
+
+
+def observe(
+    args: argparse.Namespace,
+    bus: EventBus,
+    *,
+    worker: Worker | None = None,
+    scheduler: Scheduler | None = None,
+) -> None:
+    """--metrics-port and --otel."""
+    if getattr(args, "otel", False):
+        from eventbus.tracing import setup_from_env
+
+        setup_from_env(bus.service)
+    if getattr(args, "metrics_port", None):
+        from eventbus.metrics import install, serve_metrics
+
+        install(bus, worker=worker, scheduler=scheduler)
+        try:
+            serve_metrics(args.metrics_port)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on port {args.metrics_port}: {exc.strerror or exc}; "
+                "choose another --metrics-port"
+            ) from None
