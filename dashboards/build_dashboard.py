@@ -14,7 +14,8 @@ SEL = 'stream=~"$stream"'
 GSEL = 'stream=~"$stream", group=~"$group"'
 RATE = "[$__rate_interval]"
 
-# (row, title, unit, description, [(legend, expr)], kind)
+# (row, title, unit, description, [(legend, expr)], kind). The figures read from Redis are
+# the same in every replica's scrape: max by (...) shows each once.
 PANELS: list[tuple[str, str, str, str, list[tuple[str, str]], str]] = [
     ("Throughput", "Publish rate", "ops",
      "Events written per second, by stream.",
@@ -44,23 +45,23 @@ PANELS: list[tuple[str, str, str, str, list[tuple[str, str]], str]] = [
      "timeseries"),
     ("Backlog", "Lag per group", "short",
      "Entries each group has not read yet (from Redis).",
-     [("{{stream}} / {{group}}", f"eventbus_group_lag{{{GSEL}}}")], "timeseries"),
+     [("{{stream}} / {{group}}", f"max by (stream, group) (eventbus_group_lag{{{GSEL}}})")], "timeseries"),
     ("Backlog", "Pending per group", "short",
      "Entries read and not yet acknowledged: in flight, or waiting for a retry.",
-     [("{{stream}} / {{group}}", f"eventbus_group_pending{{{GSEL}}}")], "timeseries"),
+     [("{{stream}} / {{group}}", f"max by (stream, group) (eventbus_group_pending{{{GSEL}}})")], "timeseries"),
     ("Backlog", "Oldest pending age", "s",
      "Age of each group's oldest unacknowledged entry.",
-     [("{{stream}} / {{group}}", f"eventbus_group_oldest_pending_seconds{{{GSEL}}}")],
+     [("{{stream}} / {{group}}", f"max by (stream, group) (eventbus_group_oldest_pending_seconds{{{GSEL}}})")],
      "timeseries"),
     ("Backlog", "Stream length", "short",
      "Entries in each stream.",
-     [("{{stream}}", f"eventbus_stream_length{{{SEL}}}")], "timeseries"),
+     [("{{stream}}", f"max by (stream) (eventbus_stream_length{{{SEL}}})")], "timeseries"),
     ("Failures", "Dead letters", "short",
      "Entries in each stream's dead-letter stream.",
-     [("{{stream}}", f"eventbus_dlq_length{{{SEL}}}")], "stat"),
+     [("{{stream}}", f"max by (stream) (eventbus_dlq_length{{{SEL}}})")], "stat"),
     ("Failures", "Dead-letter growth (15m)", "short",
      "New dead letters over the last 15 minutes.",
-     [("{{stream}}", f"delta(eventbus_dlq_length{{{SEL}}}[15m])")], "timeseries"),
+     [("{{stream}}", f"max by (stream) (delta(eventbus_dlq_length{{{SEL}}}[15m]))")], "timeseries"),
     ("Failures", "Reclaims", "ops",
      "Entries claimed by XAUTOCLAIM per second: retries after backoff and crash recovery.",
      [("{{group}}", f"sum by (group) (rate(eventbus_messages_reclaimed_total{{{GSEL}}}{RATE}))")],
@@ -82,7 +83,10 @@ PANELS: list[tuple[str, str, str, str, list[tuple[str, str]], str]] = [
      [("{{group}}", f"sum by (group) (eventbus_handlers_in_flight{{{GSEL}}})")], "timeseries"),
     ("Workers", "Consumers per group", "short",
      "Consumers registered in each group (Redis).",
-     [("{{stream}} / {{group}}", f"eventbus_group_consumers{{{GSEL}}}")], "timeseries"),
+     [("{{stream}} / {{group}}", f"max by (stream, group) (eventbus_group_consumers{{{GSEL}}})")], "timeseries"),
+    ("Workers", "Redis reachable", "short",
+     "1 when each process's last scrape read its queue figures from Redis, 0 when it could not.",
+     [("{{instance}}", "min by (instance) (eventbus_redis_up)")], "stat"),
     ("Schedules", "Schedule fires (5m)", "short",
      "Ticks by outcome: fired, duplicate (another replica fired), skipped, error.",
      [("{{schedule}} {{outcome}}", "sum by (schedule, outcome) (increase(eventbus_schedule_fires_total[5m]))")],

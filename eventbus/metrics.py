@@ -4,8 +4,10 @@ The worker, the publisher and the scheduler count into plain Python counters and
 histograms (an int increment, a bisect); nothing touches prometheus_client per event. A
 collector turns them into metric families when Prometheus scrapes, and reads the queue
 figures (stream length, lag, pending, oldest pending age, consumers, dead letters,
-schedule times) from Redis at that moment: one pipelined round per scrape, cached for a
-second.
+schedule times) from Redis at that moment: one pipelined round per scrape (plus one
+XPENDING round for the groups with pending entries), cached for a second. When Redis
+does not answer, the scrape still succeeds: the in-process figures and
+``eventbus_redis_up 0``.
 
     collector = install(bus, worker=worker, scheduler=scheduler)   # into REGISTRY
     start_http_server(9464)                                        # or --metrics-port
@@ -32,6 +34,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 if TYPE_CHECKING:
     from eventbus.bus import EventBus
@@ -98,7 +102,8 @@ class EventbusCollector(Collector):
         if worker is not None:
             self._streams |= {c.stream for c in worker.consumers}
         self._cache_s = cache_s
-        self._cached: tuple[float, list[Metric]] = (0.0, [])
+        # read at -inf: the first scrape reads Redis (time.monotonic() may be small)
+        self._cached: tuple[float, list[Metric]] = (float("-inf"), [])
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
 
@@ -208,11 +213,18 @@ class EventbusCollector(Collector):
             at, cached = self._cached
             if time.monotonic() - at < self._cache_s:
                 return cached
+            up = GaugeMetricFamily(
+                "eventbus_redis_up",
+                "1 when this scrape read the queue figures from Redis, 0 when it could not.",
+            )
             try:
                 metrics = self._read_redis()
+                up.add_metric([], 1)
             except (redis.RedisError, OSError) as exc:
                 log.warning("metrics: reading queue figures from Redis failed: %s", exc)
                 metrics = []
+                up.add_metric([], 0)
+            metrics.append(up)
             self._cached = (time.monotonic(), metrics)
             return metrics
 
@@ -221,7 +233,11 @@ class EventbusCollector(Collector):
             url = self.bus.url
             if url is None:
                 raise redis.ConnectionError("the bus has no URL to read metrics with")
-            self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            # no retries, short timeouts: a scrape must answer within Prometheus's
+            # scrape_timeout (10 s by default) even when Redis does not
+            self._client = redis.Redis.from_url(
+                url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+            )
         return self._client
 
     def _read_redis(self) -> list[Metric]:
