@@ -12,6 +12,9 @@ Workloads (payload: a msgspec Struct of ~200 bytes, JSON):
 - publish_nowait: fire-and-forget calls then a flush, against the pipelined XADD loop;
 - drain: N events already in the stream, one group, a no-op handler, until all acked;
 - end to end: the consumer running while N events are published in batches;
+- end to end, metrics on vs off: the same, eventbus against itself: handler-duration and
+  event-age histograms plus a collector scraped every 0.5 s, against `metrics=False`
+  and no collector;
 - latency: 1,000 events/s for a few seconds, publish -> handler start, p50 / p99.
 
 The raw loop is what a careful engineer writes by hand: XADD; XREADGROUP COUNT 100
@@ -29,17 +32,20 @@ import gc
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventbus import Event, EventBus, PublishSettings, Router, Worker, WorkerSettings
+from eventbus.metrics import EventbusCollector
 from eventbus.testing import RedisServer
 
 
@@ -83,6 +89,7 @@ class Result:
     rounds: list[tuple[float, float]]
     faststream: float | None = None
     higher_is_better: bool = True
+    sides: tuple[str, str] = ("eventbus", "raw")
 
     @property
     def eventbus(self) -> float:
@@ -250,19 +257,73 @@ async def bench_drain(bus: EventBus, raw: Raw, n: int) -> tuple[float, float]:
     return eb, rw
 
 
-async def bench_end_to_end(bus: EventBus, raw: Raw, n: int) -> tuple[float, float]:
+async def eventbus_end_to_end(
+    bus: EventBus, n: int, *, metrics: bool = True, scrape_every: float | None = None
+) -> float:
+    """Events/s with a worker running while `n` events are published in batches of 100.
+
+    `scrape_every`: register an `EventbusCollector` and scrape it from a thread that
+    often (as Prometheus would, only much more often), for the cost of metrics on.
+    """
     key = bus.keys.stream("bench")
     await fresh(bus.redis, key)
     counter = Counter(n)
-    worker = Worker(bus, noop_router(counter), settings=WorkerSettings(grace=5))
+    worker = Worker(bus, noop_router(counter), settings=WorkerSettings(grace=5, metrics=metrics))
     await worker.start()
+    scraping = None
+    if scrape_every is not None:
+        scraping = Scraper(EventbusCollector(bus, worker=worker), scrape_every)
     start = time.perf_counter()
     for first in range(0, n, 100):
         await bus.publish_many([payload(i) for i in range(first, min(n, first + 100))])
     await counter.wait()
     await eventbus_drained(bus, worker.consumers[0].group)
-    eb = n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    if scraping is not None:
+        scraping.close()
     await worker.stop()
+    return rate
+
+
+class Scraper:
+    """Scrapes a collector from a thread, as prometheus_client's HTTP server does."""
+
+    def __init__(self, collector: EventbusCollector, every: float) -> None:
+        self.collector = collector
+        self.registry = CollectorRegistry()
+        self.registry.register(collector)
+        self.every = every
+        self.scrapes = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every):
+            generate_latest(self.registry)
+            self.scrapes += 1
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.collector.close()
+
+
+async def bench_metrics_cost(bus: EventBus, n: int, on_first: bool) -> tuple[float, float]:
+    """End to end with metrics on (histograms, a collector scraped every 0.5 s) vs off."""
+    if on_first:
+        on = await eventbus_end_to_end(bus, n, metrics=True, scrape_every=0.5)
+        off = await eventbus_end_to_end(bus, n, metrics=False)
+    else:
+        off = await eventbus_end_to_end(bus, n, metrics=False)
+        on = await eventbus_end_to_end(bus, n, metrics=True, scrape_every=0.5)
+    await fresh(bus.redis, bus.keys.stream("bench"))
+    return on, off
+
+
+async def bench_end_to_end(bus: EventBus, raw: Raw, n: int) -> tuple[float, float]:
+    key = bus.keys.stream("bench")
+    eb = await eventbus_end_to_end(bus, n)
 
     await fresh(bus.redis, key)
     await bus.redis.xgroup_create(key, "raw", id="$", mkstream=True)
@@ -409,6 +470,12 @@ async def run(args: argparse.Namespace, url: str) -> list[Result]:
         rounds = [await bench_end_to_end(bus, raw, args.drain_n) for _ in range(args.rounds)]
         results.append(Result("end to end", "events/s", rounds))
         report(results[-1])
+        rounds = [
+            await bench_metrics_cost(bus, args.drain_n, on_first=i % 2 == 0)
+            for i in range(args.rounds)
+        ]
+        results.append(Result("end to end, metrics", "events/s", rounds, sides=("on", "off")))
+        report(results[-1])
         lat = [await bench_latency(bus, raw, args.rate, args.seconds) for _ in range(args.rounds)]
         for index, label in ((0, "p50"), (1, "p99")):
             rounds = [(r[0][index], r[1][index]) for r in lat]
@@ -426,7 +493,8 @@ def report(r: Result) -> None:
     peer = f"  faststream {r.faststream:>10,.0f}" if r.faststream else ""
     fmt = "{:>10,.0f}" if r.unit == "events/s" else "{:>10.3f}"
     print(
-        f"  {r.name:<26} eventbus {fmt.format(r.eventbus)}  raw {fmt.format(r.raw)} {r.unit:<9}"
+        f"  {r.name:<26} {r.sides[0]} {fmt.format(r.eventbus)}  {r.sides[1]} {fmt.format(r.raw)}"
+        f" {r.unit:<9}"
         f"  ratio {r.ratio:5.2f}{peer}",
         flush=True,
     )

@@ -364,10 +364,18 @@ def install(
     *,
     worker: Worker | None = None,
     scheduler: Scheduler | None = None,
+    streams: Iterable[str] = (),
     registry: CollectorRegistry = REGISTRY,
+    cache_s: float = 1.0,
 ) -> EventbusCollector:
-    """Register a collector for this bus (and worker/scheduler) in `registry`."""
-    collector = EventbusCollector(bus, worker=worker, scheduler=scheduler)
+    """Register a collector for this bus (and worker/scheduler) in `registry`.
+
+    The Redis-read figures cover the worker's streams plus `streams` (for a service
+    that only publishes, name the streams whose backlog it should report).
+    """
+    collector = EventbusCollector(
+        bus, worker=worker, scheduler=scheduler, streams=streams, cache_s=cache_s
+    )
     registry.register(collector)
     return collector
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from eventbus import EventBus
 from eventbus.testing import wait_for
@@ -25,6 +27,7 @@ from tests.conftest import Processes
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
+OPERATIONS = ROOT / "docs" / "operations.md"
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -86,6 +89,24 @@ def test_alert_rules_pass_promtool() -> None:
     assert tests.returncode == 0, tests.stdout + tests.stderr
     tested = (DASHBOARDS / "alerts_test.yaml").read_text().count("alertname:")
     assert tested >= 3
+
+
+def test_every_alert_has_a_runbook_in_the_docs() -> None:
+    rules = yaml.safe_load((DASHBOARDS / "alerts.yaml").read_text())["groups"][0]["rules"]
+    headings = set(re.findall(r"^### (\w+)$", OPERATIONS.read_text(), flags=re.MULTILINE))
+    for rule in rules:
+        name = rule["alert"]
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#{name.lower()}", name
+        assert name in headings, f"docs/operations.md has no '### {name}' runbook"
+
+
+def test_every_metric_is_documented() -> None:
+    source = (ROOT / "eventbus" / "metrics.py").read_text()
+    declared = set(re.findall(r'"(eventbus_[a-z_]+)"', source))
+    assert len(declared) >= 19
+    documented = set(re.findall(r"`(eventbus_[a-z_]+)`", OPERATIONS.read_text()))
+    for name in declared:  # counters are declared without the _total prometheus adds
+        assert name in documented or f"{name}_total" in documented, name
 
 
 class Prometheus:

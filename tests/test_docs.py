@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from eventbus import Backoff, Context, EventBus, Router
 from eventbus.testing import running_worker, wait_for
 from tests.apps.events import Job
@@ -89,3 +91,23 @@ async def test_scheduling_example(eventbus_redis_url: str, eventbus_prefix: str)
         assert invoices.tz_name == "Europe/Berlin" and invoices.misfire_grace_s == 7200
     finally:
         await check.aclose()
+
+
+async def test_observability_example(eventbus_redis_url: str, eventbus_prefix: str) -> None:
+    example = load("observability")
+    text = await example.main(eventbus_redis_url, prefix=eventbus_prefix)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    group = (("group", "billing.receipts"), ("handler", "receipts"))
+
+    def handled(outcome: str) -> float:
+        labels = tuple(sorted((*group, ("stream", "invoices"), ("outcome", outcome))))
+        return samples[("eventbus_events_handled_total", labels)]
+
+    assert handled("ok") == 3 and handled("dead") == 1
+    assert samples[("eventbus_stream_length", (("stream", "invoices"),))] == 4
+    assert samples[("eventbus_dlq_length", (("stream", "invoices"),))] == 1
+    assert samples[("eventbus_redis_up", ())] == 1
