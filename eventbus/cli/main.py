@@ -74,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
         help="give up if Redis does not answer within this long at start (default 10)",
     )  # fmt: skip
-    observe = common.add_argument_group("observability")
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO)",
+    )
+    observability = argparse.ArgumentParser(add_help=False)
+    observe = observability.add_argument_group("observability")
     observe.add_argument(
         "--metrics-port", type=_port, metavar="PORT",
         default=_port(os.environ["EVENTBUS_METRICS_PORT"])
@@ -86,12 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="export traces over OTLP/HTTP, configured by the OTEL_* variables "
         "(on when OTEL_EXPORTER_OTLP_ENDPOINT is set; needs eventbus[otel])",
     )  # fmt: skip
-    common.add_argument(
-        "--log-level",
-        default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (default INFO)",
-    )
 
     parser = argparse.ArgumentParser(
         prog="eventbus",
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        parents=[common, app_options],
+        parents=[common, observability, app_options],
         help="run a worker (and the scheduler) for an app",
         description="Run APP: every handler consumes through its own consumer group, and "
         "its schedules emit their events, until SIGTERM/SIGINT; then in-flight handlers get "
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "scheduler",
-        parents=[common, app_options],
+        parents=[common, observability, app_options],
         help="run only an app's schedules",
         description="Run APP's schedules only (same as 'run --no-worker'). Any number of "
         "replicas emit each tick's events once, with no leader election.",
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=[common, observability],
         help="run the sample notes app end to end and print a summary",
         description="Publish notes events to the sample app in handlers/ (a note store, a "
         "search index, an audit log and a notifier that fails on poison notes), wait until "
@@ -162,10 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up waiting for the groups after this long (default 120)",
     )  # fmt: skip
     demo.set_defaults(prefix_default="demo")
+    for add_parsers in _more_commands():
+        add_parsers(sub, common)
     return parser
 
 
-def _command(name: str) -> Command:
+def _more_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
+    """Modules adding subcommands: ``add_parsers(subparsers, common)``; each subparser
+    sets ``handler=`` (an async function of the parsed arguments, returning the exit code)."""
+    from eventbus.cli import admin, appdoc, inspect, top
+
+    return [inspect.add_parsers, admin.add_parsers, top.add_parsers, appdoc.add_parsers]
+
+
+def _command(name: str, args: argparse.Namespace) -> Command:
+    handler: Command | None = getattr(args, "handler", None)
+    if handler is not None:
+        return handler
     if name in ("run", "scheduler"):
         from eventbus.cli import run
 
@@ -202,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the summary tells the story; handler failures are part of the show
         logging.getLogger("eventbus").setLevel(logging.CRITICAL)
     try:
-        return _run_async(_command(args.command), args)
+        return _run_async(_command(args.command, args), args)
     except EventBusError as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
         return 2

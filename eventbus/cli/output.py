@@ -1,0 +1,174 @@
+"""What the inspection commands share: argument types, tables, colour, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from eventbus.errors import EventBusError
+
+# -- argument types -------------------------------------------------------------------
+
+_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class UsageError(EventBusError):
+    """A mistake in the command line or its values: one line on stderr, exit status 2."""
+
+
+def stream_id(text: str) -> str:
+    """An entry id: ``<ms>-<seq>`` or ``<ms>`` (``-0`` is added)."""
+    match = _ID.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a stream id: expected <milliseconds>-<sequence>, e.g. 1700000000000-0"
+        )
+    return f"{match[1]}-{match[2] or 0}"
+
+
+def duration(text: str) -> float:
+    """Seconds from ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a plain number."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 500ms, 30s, 5m, 2h, 7d"
+        )
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a stream id nor a time: use 1700000000000-0 or an ISO "
+            "8601 time such as 2026-11-28T09:30:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def id_or_time(text: str) -> str:
+    """A stream id, or a time turned into the first id at that millisecond."""
+    if _ID.match(text.strip()):
+        return stream_id(text)
+    return f"{int(parse_time(text).timestamp() * 1000)}-0"
+
+
+def id_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def use_colour(out: TextIO) -> bool:
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(getattr(out, "isatty", lambda: False)())
+
+
+_CODES = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
+
+
+def paint(text: str, colour: str | None, enabled: bool) -> str:
+    if not enabled or not colour:
+        return text
+    return f"\x1b[{_CODES[colour]}m{text}\x1b[0m"
+
+
+Cell = str | tuple[str, str | None]  # text, or (text, colour)
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    out: TextIO,
+    *,
+    colour: bool = False,
+    right: Sequence[int] = (),
+) -> None:
+    """Aligned columns; `right` are the indexes of numeric (right-aligned) columns."""
+    plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in plain:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    head = "  ".join(
+        (h.rjust(w) if i in right else h.ljust(w))
+        for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+    )
+    out.write(paint(head.rstrip(), "bold", colour) + "\n")
+    for row, raw in zip(plain, rows, strict=True):
+        cells = []
+        for i, (text, w) in enumerate(zip(row, widths, strict=True)):
+            padded = text.rjust(w) if i in right else text.ljust(w)
+            cell = raw[i]
+            cells.append(paint(padded, None if isinstance(cell, str) else cell[1], colour))
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+def dump_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, indent=2, ensure_ascii=False, default=str)
+    out.write("\n")
+
+
+def ago(seconds: float | None) -> str:
+    """``4s``, ``3m12s``, ``2h05m``, ``3d04h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    s = int(max(0.0, seconds))
+    if seconds < 10 and seconds != int(seconds):
+        return f"{max(0.0, seconds):.1f}s"
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def age_of_id(entry_id: str | None, now: float | None = None) -> float | None:
+    if not entry_id:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, now - id_ms(entry_id) / 1000)
+
+
+def iso_of_id(entry_id: str | None) -> str | None:
+    if not entry_id:
+        return None
+    return (
+        datetime.fromtimestamp(id_ms(entry_id) / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def stdout() -> TextIO:
+    return sys.stdout
