@@ -112,8 +112,8 @@ def table(
         cells = []
         for i, (text, w) in enumerate(zip(row, widths, strict=True)):
             padded = text.rjust(w) if i in right else text.ljust(w)
-            cell = raw[i]
-            cells.append(paint(padded, None if isinstance(cell, str) else cell[1], colour))
+            raw_cell = raw[i]
+            cells.append(paint(padded, None if isinstance(raw_cell, str) else raw_cell[1], colour))
         out.write("  ".join(cells).rstrip() + "\n")
 
 
