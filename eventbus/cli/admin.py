@@ -1,10 +1,327 @@
-"""Placeholder: filled in by the inspection CLI work (issue 7)."""
+"""``eventbus dlq | group | trim``: act on dead letters, groups and retention, safely.
+
+Every command that changes something takes ``--dry-run``; those that drop data a group
+may still need (purging dead letters, skipping unread entries) ask first, unless
+``--yes``, and refuse without a terminal to ask on.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import Any, TextIO
+
+from eventbus import inspection as ins
+from eventbus.cli import output as o
+from eventbus.cli.inspect import connected, render_entry
+from eventbus.cli.loader import load_app
+from eventbus.retention import GroupNeed, TrimReport, format_id, trim_stream
+from eventbus.streams import Stream, StreamSettings
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    return None
+    _dlq_parsers(sub, common)
+    _group_parsers(sub, common)
+    p = sub.add_parser(
+        "trim", parents=[common], help="trim a stream safely, now (the janitor's trim)",
+        description="Remove entries older than the retention from STREAM, but never one a "
+        "group has not read or acknowledged: the cut stops at the oldest entry any group "
+        "still needs, and the output says which group that is. The retention comes from "
+        "--retention, or from the stream's declaration in --app.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--retention", type=o.duration, metavar="DURATION",
+                        help="keep entries younger than this (e.g. 7d); 0: keep none "
+                        "that every group is done with")  # fmt: skip
+    source.add_argument("--app", metavar="APP", help="use the retention the app declares")
+    p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
+    p.set_defaults(handler=trim)
+
+
+def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    dlq = sub.add_parser(
+        "dlq", help="dead letters: ls, show, redrive, purge",
+        description="Dead letters of a stream: list them, show one, redrive (write back "
+        "to the stream for the group that failed them), purge.",
+    )  # fmt: skip
+    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
+    select = argparse.ArgumentParser(add_help=False)
+    select.add_argument("stream", metavar="STREAM")
+    select.add_argument("--group", metavar="G", help="only dead letters of this group")
+
+    p = actions.add_parser("ls", parents=[common, select], help="list dead letters")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
+    p.set_defaults(handler=dlq_ls)
+
+    p = actions.add_parser("show", parents=[common], help="one dead letter, in full")
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("id", metavar="ID", type=o.stream_id,
+                   help="the dead letter's id, or the original entry's id")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
+    p.set_defaults(handler=dlq_show)
+
+    for name, handler, what in (
+        ("redrive", dlq_redrive, "write dead letters back, each for the group that failed it"),
+        ("purge", dlq_purge, "delete dead letters (asks first unless --yes)"),
+    ):
+        p = actions.add_parser(name, parents=[common, select], help=what, description=what)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--id", dest="ids", action="append", type=o.stream_id, metavar="ID",
+                           help="a dead letter's id or its original id (repeatable)")  # fmt: skip
+        which.add_argument("--all", action="store_true", help="every dead letter (of --group)")
+        p.add_argument(
+            "--dry-run", action="store_true", help="say what would happen; change nothing"
+        )
+        if name == "purge":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.set_defaults(handler=handler)
+
+
+def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser(
+        "group", help="consumer groups: reset (replay or skip), delete-consumer",
+        description="Repair consumer groups.",
+    )  # fmt: skip
+    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser(
+        "reset", parents=[common], help="move a group's position: replay or skip entries",
+        description="Move GROUP's last-delivered id (XGROUP SETID): back to deliver entries "
+        "again (a replay; idempotent handlers skip what they did), forward to skip them "
+        "(asks first unless --yes). Pending entries stay with their consumers.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--to", required=True, type=_position, metavar="ID|TIME|beginning|end",
+                   help="the new position: entries after it are delivered next")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask before skipping entries")
+    p.set_defaults(handler=group_reset)
+
+    p = actions.add_parser(
+        "delete-consumer", parents=[common], help="remove a consumer from a group",
+        description="Remove CONSUMER from GROUP. Refuses while it owns pending entries, "
+        "unless --claim-to hands them to another consumer first (delivery counts kept).",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("consumer", metavar="CONSUMER")
+    p.add_argument("--claim-to", metavar="OTHER", help="give its pending entries to OTHER first")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    p.set_defaults(handler=group_delete_consumer)
+
+
+def _position(text: str) -> str:
+    if text in ("beginning", "end"):
+        return text
+    return o.id_or_time(text)
+
+
+def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
+    """Go on if --yes, or the user answers y on a terminal; else raise UsageError.
+    `what` states the consequence ("this deletes 3 dead letters for good")."""
+    if yes:
+        return
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        raise o.UsageError(f"{what}; pass --yes to go ahead (there is no terminal to ask on)")
+    sys.stderr.write(f"{what}. Go ahead? [y/N] ")
+    sys.stderr.flush()
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        raise o.UsageError("aborted; nothing changed")
+
+
+# -- dlq --------------------------------------------------------------------------------
+
+
+async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        await ins.require_stream(bus, args.stream)
+        letters = await ins.dead_letters(bus, args.stream, group=args.group, limit=args.limit)
+    if args.json:
+        o.dump_json([d.as_json() for d in letters], out)
+        return 0
+    if not letters:
+        out.write(f"no dead letters for {args.stream!r}"
+                  + (f" in group {args.group!r}" if args.group else "") + "\n")  # fmt: skip
+        return 0
+    o.table(
+        ["ID", "ORIGINAL ID", "TYPE", "GROUP", "REASON", "ATTEMPTS", "ERROR"],
+        [[d.id, d.stream_id or "-", d.entry.type or "?", d.group or "-",
+          (d.reason or "-", "red"), "-" if d.attempts is None else str(d.attempts),
+          _short(d.error)] for d in letters],
+        out, colour=o.use_colour(out), right=(5,),
+    )  # fmt: skip
+    return 0
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "-"
+    line = text.splitlines()[0] if text.strip() else text
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        await ins.require_stream(bus, args.stream)
+        found = await ins.dead_letters(bus, args.stream, ids=[args.id], limit=1)
+        if not found:
+            raise ins.NotFound(
+                f"no dead letter {args.id} for stream {args.stream!r} "
+                f"('eventbus dlq ls {args.stream}' lists them)"
+            )
+        dead = found[0]
+        tb = await ins.dead_letter_traceback(bus, args.stream, dead.id)
+    if args.json:
+        o.dump_json(dead.as_json(traceback=tb), out)
+        return 0
+    colour = o.use_colour(out)
+    out.write(f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})\n")
+    for label, value in (("group", dead.group), ("handler", dead.handler),
+                         ("reason", dead.reason), ("attempts", dead.attempts),
+                         ("error", f"{dead.error_type}: {dead.error}" if dead.error_type
+                          else dead.error), ("moved at", dead.time)):  # fmt: skip
+        out.write(f"  {label:<9} {'-' if value is None else value}\n")
+    out.write("\nevent:\n")
+    render_entry(dead.entry, out, colour)
+    if tb:
+        out.write("\ntraceback (tail):\n" + tb.rstrip() + "\n")
+    return 0
+
+
+async def _selected(bus: Any, args: argparse.Namespace) -> list[ins.DeadLetter]:
+    await ins.require_stream(bus, args.stream)
+    letters = await ins.dead_letters(bus, args.stream, group=args.group, ids=args.ids or ())
+    if args.ids:
+        found = {d.id for d in letters} | {d.stream_id for d in letters}
+        missing = [i for i in args.ids if i not in found]
+        if missing:
+            raise ins.NotFound(
+                f"no dead letter {', '.join(missing)} for stream {args.stream!r}"
+                + (f" in group {args.group!r}" if args.group else "")
+                + f" ('eventbus dlq ls {args.stream}' lists them)"
+            )
+    return letters
+
+
+async def dlq_redrive(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        letters = await _selected(bus, args)
+        done = await ins.redrive(bus, args.stream, letters, dry_run=args.dry_run)
+    verb = "would redrive" if args.dry_run else "redrove"
+    for r in done:
+        arrow = f" -> {r.new_id}" if r.new_id else ""
+        out.write(f"{r.dead_letter_id}{arrow} for group {r.group}\n")
+    out.write(f"{verb} {len(done)} dead letter(s) of {args.stream!r}\n")
+    return 0
+
+
+async def dlq_purge(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        letters = await _selected(bus, args)
+        if not letters:
+            out.write("no dead letters to purge\n")
+            return 0
+        if not args.dry_run:
+            confirm(f"this deletes {len(letters)} dead letter(s) of {args.stream!r} for good",
+                    yes=args.yes)  # fmt: skip
+        n = await ins.purge_dead(bus, args.stream, letters, dry_run=args.dry_run)
+    out.write(f"{'would delete' if args.dry_run else 'deleted'} {n} dead letter(s) "
+              f"of {args.stream!r}\n")  # fmt: skip
+    return 0
+
+
+# -- group ------------------------------------------------------------------------------
+
+
+async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        plan = await ins.reset_group(bus, args.stream, args.group, args.to, dry_run=True)
+        if not args.dry_run and plan.skip:
+            confirm(f"group {args.group!r} would skip {_n(plan.skip, plan.capped)} unread "
+                    "entries, never delivering them", yes=args.yes)  # fmt: skip
+        if not args.dry_run:
+            plan = await ins.reset_group(bus, args.stream, args.group, plan.to_id)
+    verb = "would move" if args.dry_run else "moved"
+    out.write(f"{verb} group {plan.group} from {plan.from_id} to {plan.to_id}\n")
+    if plan.redeliver:
+        out.write(f"  {_n(plan.redeliver, plan.capped)} entries will be delivered again\n")
+    if plan.skip:
+        out.write(f"  {_n(plan.skip, plan.capped)} unread entries are skipped\n")
+    if plan.pending:
+        out.write(f"  {plan.pending} pending entries stay pending with their consumers\n")
+    return 0
+
+
+def _n(n: int, capped: bool) -> str:
+    return f"at least {n:,}" if capped else f"{n:,}"
+
+
+async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        r = await ins.delete_consumer(
+            bus, args.stream, args.group, args.consumer, claim_to=args.claim_to,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    prefix = "would delete" if args.dry_run else "deleted"
+    claimed = f"; {r.claimed} pending entries handed to {r.claimed_to}" if r.claimed else ""
+    out.write(f"{prefix} consumer {r.consumer} from group {args.group}{claimed}\n")
+    return 0
+
+
+# -- trim -------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Stream:
+    if args.app is None:
+        if args.retention == 0:
+            return Stream(args.stream, retention=0.001)
+        return Stream(args.stream, retention=args.retention)
+    load_app(args.app)  # importing it declares its streams' settings
+    settings = StreamSettings().get(args.stream)
+    if settings.retention is not None:
+        return settings
+    raise o.UsageError(
+        f"app {args.app!r} declares no retention for stream {args.stream!r}; "
+        "pass --retention DURATION"
+    )
+
+
+async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    settings = _settings(args)
+    async with connected(args) as bus:
+        await ins.require_stream(bus, args.stream)
+        report = await trim_stream(bus.redis, bus.keys, settings, dry_run=args.dry_run)
+    if args.json:
+        o.dump_json(_trim_json(report, args.dry_run), out)
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    out.write(f"{verb} {report.removed:,} of {report.length_before:,} entries from "
+              f"{args.stream!r}" + (f" (cut at {format_id(report.cut)})" if report.cut else "")
+              + f"\n  why it stops there: {report.reason}\n")  # fmt: skip
+    for need in report.groups:
+        out.write(f"  group {need.group} needs entries from {format_id(need.needs_from)} "
+                  f"({need.why})\n")  # fmt: skip
+    return 0
+
+
+def _trim_json(report: TrimReport, dry_run: bool) -> dict[str, Any]:
+    return {
+        "stream": report.stream, "dry_run": dry_run, "length_before": report.length_before,
+        "removed": report.removed, "cut": format_id(report.cut) if report.cut else None,
+        "reason": report.reason, "groups": [_need_json(n) for n in report.groups],
+    }  # fmt: skip
+
+
+def _need_json(need: GroupNeed) -> dict[str, Any]:
+    return {"group": need.group, "needs_from": format_id(need.needs_from), "why": need.why}

@@ -1,10 +1,448 @@
-"""Placeholder: filled in by the inspection CLI work (issue 7)."""
+"""``eventbus streams | info | pending | tail | show | publish``: look at the bus."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import msgspec
+
+from eventbus import inspection as ins
+from eventbus.bus import EventBus
+from eventbus.cli import output as o
+from eventbus.envelope import field_list
+from eventbus.errors import EventBusError
+from eventbus.scripts import SCRIPTS
+from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
+
+
+@contextlib.asynccontextmanager
+async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
+    """A bus for the command's --redis-url/--prefix, checked to answer."""
+    bus = EventBus.from_url(
+        args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
+    )
+    try:
+        await bus.check_connection(args.connect_timeout)
+        yield bus
+    finally:
+        await bus.aclose()
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    return None
+    json_opt = argparse.ArgumentParser(add_help=False)
+    json_opt.add_argument("--json", action="store_true", help="print JSON (documented keys)")
+    parents = [common, json_opt]
+
+    p = sub.add_parser(
+        "streams", parents=parents, help="list streams: length, age, groups, lag, dead letters",
+        description="Every stream under --prefix: length, first and last entry with their "
+        "age, consumer groups, total lag, dead letters, memory.",
+    )  # fmt: skip
+    p.set_defaults(handler=streams)
+
+    p = sub.add_parser(
+        "info", parents=parents, help="a stream, its groups and their consumers",
+        description="The stream, then each consumer group (consumers, pending, lag, "
+        "last-delivered id, oldest pending age, dead letters) and each consumer (pending, idle).",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.set_defaults(handler=info)
+
+    p = sub.add_parser(
+        "pending", parents=parents, help="a group's pending entries (read, not acknowledged)",
+        description="A group's pending entries, oldest first: id, consumer, idle time, "
+        "deliveries, event type.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--consumer", metavar="C", help="only this consumer's entries")
+    p.add_argument("--idle", type=o.duration, default=0.0, metavar="DURATION",
+                   help="only entries idle at least this long (e.g. 30s, 5m)")  # fmt: skip
+    p.add_argument("--limit", type=_positive, default=100, metavar="N",
+                   help="at most N entries (default 100)")  # fmt: skip
+    p.set_defaults(handler=pending)
+
+    p = sub.add_parser(
+        "tail", parents=parents, help="decoded events, newest last; -f to follow",
+        description="Decoded events of STREAM (envelope and payload), newest last. With "
+        "--follow, keep printing new events until Ctrl-C.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("-n", type=_non_negative, default=10, metavar="N",
+                   help="how many events (default 10)")  # fmt: skip
+    p.add_argument("--from", dest="start", type=o.id_or_time, metavar="ID|TIME",
+                   help="the first N events from this id or ISO time (not the last N)")  # fmt: skip
+    p.add_argument("-f", "--follow", action="store_true", help="then print new events live")
+    p.add_argument("--type", dest="types", action="append", default=[], metavar="T",
+                   help="only events of this type (repeatable)")  # fmt: skip
+    p.add_argument("--key", metavar="K", help="only events with this key")
+    p.set_defaults(handler=tail)
+
+    p = sub.add_parser(
+        "show", parents=parents, help="one entry, decoded, and its state in each group",
+        description="One entry of STREAM, decoded, with where it stands in each group: "
+        "unread, pending (consumer, deliveries), acknowledged, or dead-lettered.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("id", metavar="ID", type=o.stream_id)
+    p.set_defaults(handler=show)
+
+    p = sub.add_parser(
+        "publish", parents=[common], help="write an event from the command line",
+        description="Write an event of TYPE to STREAM in the standard envelope. DATA must "
+        "be a JSON object; with --key, the idempotent producer writes it once per key "
+        "within the dedup window.",
+    )  # fmt: skip
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("type", metavar="TYPE")
+    p.add_argument("--data", required=True, metavar="JSON", help="the payload, a JSON object")
+    p.add_argument("--key", metavar="K", help="idempotency key (and the event's key)")
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                   help="a header (repeatable)")  # fmt: skip
+    p.add_argument("--dedup-window", type=o.duration, default=DEFAULT_DEDUP_WINDOW_S,
+                   metavar="DURATION",
+                   help="how long --key is remembered (default 10m; 0: no dedup)")  # fmt: skip
+    p.set_defaults(handler=publish)
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+# -- streams ----------------------------------------------------------------------------
+
+
+async def streams(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        rows = await ins.list_streams(bus)
+    if args.json:
+        o.dump_json([_stream_json(s) for s in rows], out)
+        return 0
+    if not rows:
+        out.write(f"no streams under prefix {args.prefix!r}\n")
+        return 0
+    colour = o.use_colour(out)
+    o.table(
+        ["STREAM", "LENGTH", "FIRST", "LAST", "GROUPS", "LAG", "DLQ", "MEMORY"],
+        [[s.name, o.count(s.length), _aged(s.first_id), _aged(s.last_id), str(s.groups),
+          _lag_cell(s.lag), _dlq_cell(s.dlq_length), o.human_bytes(s.memory_bytes)]
+         for s in rows],
+        out, colour=colour, right=(1, 4, 5, 6, 7),
+    )  # fmt: skip
+    return 0
+
+
+def _stream_json(s: ins.StreamSummary) -> dict[str, Any]:
+    return {
+        "stream": s.name, "key": s.key, "length": s.length,
+        "first_id": s.first_id, "first_age_s": _round(s.first_age_s),
+        "last_id": s.last_id, "last_age_s": _round(s.last_age_s),
+        "groups": s.groups, "lag": s.lag, "dlq_length": s.dlq_length,
+        "memory_bytes": s.memory_bytes,
+    }  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _aged(entry_id: str | None) -> str:
+    return "-" if entry_id is None else f"{entry_id} ({o.ago(o.age_of_id(entry_id))} ago)"
+
+
+def _lag_cell(lag: int | None) -> o.Cell:
+    if lag is None:
+        return ("?", "dim")
+    return (o.count(lag), "yellow" if lag else None)
+
+
+def _dlq_cell(n: int) -> o.Cell:
+    return (o.count(n), "red" if n else None)
+
+
+# -- info -------------------------------------------------------------------------------
+
+
+async def info(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        detail = await ins.stream_detail(bus, args.stream)
+    if args.json:
+        o.dump_json(_detail_json(detail), out)
+        return 0
+    s = detail.stream
+    colour = o.use_colour(out)
+    out.write(o.paint(f"stream {s.name}", "bold", colour) + f"  ({s.key})\n")
+    out.write(f"  length {o.count(s.length)}, added {o.count(s.entries_added)}, "
+              f"memory {o.human_bytes(detail.memory_bytes)}\n"
+              f"  first {_aged(s.first_id)}\n  last  {_aged(s.last_id)}\n"
+              f"  dead letters {o.count(s.dlq_length)}\n")  # fmt: skip
+    if not detail.groups:
+        out.write("\nno consumer groups\n")
+        return 0
+    out.write("\n")
+    o.table(
+        ["GROUP", "CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "OLDEST PENDING", "DEAD"],
+        [[g.name, str(len(g.consumers)), o.count(g.pending), _lag_cell(g.lag),
+          g.last_delivered_id, o.ago(g.oldest_pending_age_s), _dlq_cell(g.dead_letters)]
+         for g in detail.groups],
+        out, colour=colour, right=(1, 2, 3, 5, 6),
+    )  # fmt: skip
+    consumers = [(g.name, c) for g in detail.groups for c in g.consumers]
+    if consumers:
+        out.write("\n")
+        o.table(
+            ["GROUP", "CONSUMER", "PENDING", "IDLE"],
+            [[g, c.name, o.count(c.pending), o.ago(c.idle_s)] for g, c in consumers],
+            out, colour=colour, right=(2, 3),
+        )  # fmt: skip
+    return 0
+
+
+def _detail_json(detail: ins.StreamDetail) -> dict[str, Any]:
+    s = detail.stream
+    return {
+        "stream": s.name, "key": s.key, "length": s.length, "entries_added": s.entries_added,
+        "first_id": s.first_id, "last_id": s.last_id, "dlq_length": s.dlq_length,
+        "memory_bytes": detail.memory_bytes,
+        "groups": [
+            {
+                "group": g.name, "pending": g.pending, "lag": g.lag,
+                "last_delivered_id": g.last_delivered_id, "entries_read": g.entries_read,
+                "oldest_pending_id": g.oldest_pending_id,
+                "oldest_pending_age_s": _round(g.oldest_pending_age_s),
+                "dead_letters": g.dead_letters,
+                "consumers": [
+                    {"consumer": c.name, "pending": c.pending, "idle_s": c.idle_s,
+                     "inactive_s": c.inactive_s}
+                    for c in g.consumers
+                ],
+            }
+            for g in detail.groups
+        ],
+    }  # fmt: skip
+
+
+# -- pending ----------------------------------------------------------------------------
+
+
+async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        rows = await ins.pending_entries(
+            bus, args.stream, args.group, consumer=args.consumer, min_idle_s=args.idle,
+            limit=args.limit,
+        )  # fmt: skip
+    if args.json:
+        o.dump_json([{"id": p.id, "consumer": p.consumer, "idle_s": p.idle_s,
+                      "deliveries": p.deliveries, "type": p.type} for p in rows], out)  # fmt: skip
+        return 0
+    if not rows:
+        out.write(f"group {args.group!r} has no pending entries matching\n")
+        return 0
+    o.table(
+        ["ID", "CONSUMER", "IDLE", "DELIVERIES", "TYPE"],
+        [[p.id, p.consumer, o.ago(p.idle_s),
+          (str(p.deliveries), "yellow" if p.deliveries > 1 else None),
+          p.type or ("(gone from the stream)", "dim")] for p in rows],
+        out, colour=o.use_colour(out), right=(2, 3),
+    )  # fmt: skip
+    return 0
+
+
+# -- tail and show ----------------------------------------------------------------------
+
+
+def render_entry(entry: ins.Entry, out: TextIO, colour: bool) -> None:
+    """One entry as a header line and its payload (JSON), or its raw fields."""
+    env = entry.envelope
+    head = [o.paint(entry.id, "blue", colour), o.iso_of_id(entry.id) or ""]
+    if env is not None:
+        head.append(o.paint(env.type, "bold", colour))
+        head += [f"{name}={value}" for name, value in (
+            ("key", env.key), ("source", env.source), ("event", env.id),
+            ("target", env.target)) if value]  # fmt: skip
+        head += [f"h:{k}={v}" for k, v in env.headers.items()]
+    out.write("  ".join(head) + "\n")
+    if entry.error:
+        out.write("  " + o.paint(f"undecodable: {entry.error}", "red", colour) + "\n")
+    if entry.payload is not None:
+        out.write("  " + json.dumps(entry.payload, ensure_ascii=False, default=str) + "\n")
+    elif env is None:
+        out.write("  fields: " + json.dumps(entry.fields, ensure_ascii=False) + "\n")
+
+
+async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    colour = o.use_colour(out)
+    async with connected(args) as bus:
+        entries = await ins.tail(
+            bus, args.stream, count=args.n, start=args.start, types=args.types, key=args.key
+        )
+        for entry in entries:
+            _emit(entry, args.json, out, colour)
+        out.flush()
+        if args.follow:
+            last: Any = await bus.redis.xrevrange(bus.keys.stream(args.stream), count=1)
+            after = last[0][0].decode() if last else "0-0"
+            await _follow(bus, args, after, out, colour)
+    return 0
+
+
+def _emit(entry: ins.Entry, as_json: bool, out: TextIO, colour: bool) -> None:
+    if as_json:  # one object per line, for jq and friends
+        out.write(json.dumps(entry.as_json(), ensure_ascii=False, default=str) + "\n")
+    else:
+        render_entry(entry, out, colour)
+
+
+async def _follow(
+    bus: EventBus, args: argparse.Namespace, after: str, out: TextIO, colour: bool
+) -> None:
+    """Print new entries until SIGINT/SIGTERM, then return (exit status 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def pump() -> None:
+        async for entry in ins.follow(bus, args.stream, after=after, types=args.types,
+                                      key=args.key):  # fmt: skip
+            _emit(entry, args.json, out, colour)
+            out.flush()
+
+    task = asyncio.create_task(pump())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for t in (task, stopper):
+            t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        entry = await ins.get_entry(bus, args.stream, args.id)
+        states = await ins.delivery_states(bus, args.stream, entry)
+    if args.json:
+        o.dump_json({**entry.as_json(), "groups": [_state_json(s) for s in states]}, out)
+        return 0
+    colour = o.use_colour(out)
+    render_entry(entry, out, colour)
+    if not states:
+        out.write("\nno consumer groups\n")
+        return 0
+    out.write("\n")
+    o.table(
+        ["GROUP", "STATE", "CONSUMER", "DELIVERIES", "IDLE"],
+        [[s.group, (_state_text(s), _STATE_COLOUR.get(s.state)), s.consumer or "-",
+          "-" if s.deliveries is None else str(s.deliveries), o.ago(s.idle_s)]
+         for s in states],
+        out, colour=colour, right=(3, 4),
+    )  # fmt: skip
+    return 0
+
+
+_STATE_COLOUR = {"acknowledged": "green", "pending": "yellow", "dead-lettered": "red",
+                 "unread": "blue"}  # fmt: skip
+
+
+def _state_text(s: ins.DeliveryState) -> str:
+    return f"{s.state} as {s.dead_letter_id}" if s.dead_letter_id else s.state
+
+
+def _state_json(s: ins.DeliveryState) -> dict[str, Any]:
+    return {"group": s.group, "state": s.state, "consumer": s.consumer,
+            "deliveries": s.deliveries, "idle_s": s.idle_s,
+            "dead_letter_id": s.dead_letter_id}  # fmt: skip
+
+
+# -- publish ----------------------------------------------------------------------------
+
+
+def _payload(text: str) -> bytes:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise o.UsageError(
+            f"--data is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            'quote it for the shell, e.g. --data \'{"title": "hi"}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise o.UsageError(
+            f"--data must be a JSON object (an event's fields), got a {type(value).__name__}"
+        )
+    return msgspec.json.encode(value)
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _headers(items: list[str]) -> dict[str, str]:
+    headers = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise o.UsageError(f"--header {item!r}: expected NAME=VALUE")
+        headers[name] = value
+    return headers
+
+
+async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    if not args.type.strip():
+        raise o.UsageError("TYPE must not be empty")
+    data = _payload(args.data)
+    fields = field_list(
+        type_name=args.type, data=data, source="eventbus-cli", key=args.key,
+        headers=_headers(args.header) or None,
+    )  # fmt: skip
+    async with connected(args) as bus:
+        key = bus.keys.stream(args.stream)
+        if args.key and args.dedup_window > 0:
+            reply: Any = await bus.wire.script(
+                SCRIPTS.publish_dedup, [key, bus.keys.pub(args.stream, args.key)],
+                [max(1, int(args.dedup_window * 1000)), 0, *fields],
+            )  # fmt: skip
+            entry_id, duplicate = _str(reply[0]), bool(int(reply[1]))
+        else:
+            client: Any = bus.redis
+            entry = dict(zip(fields[::2], fields[1::2], strict=True))
+            entry_id, duplicate = _str(await client.xadd(key, entry)), False
+    if duplicate:
+        out.write(f"{entry_id} (duplicate: key {args.key!r} was published within the window; "
+                  "nothing written)\n")  # fmt: skip
+    else:
+        out.write(f"{entry_id}\n")
+    return 0
+
+
+__all__ = ["EventBusError", "add_parsers", "connected", "render_entry"]

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from eventbus import __version__
 from eventbus.errors import EventBusError
 from eventbus.keys import DEFAULT_PREFIX
@@ -219,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_async(_command(args.command, args), args)
     except EventBusError as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"eventbus: error: Redis failed the command: {exc or type(exc).__name__}",
+              file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         return 130

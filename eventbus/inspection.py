@@ -1,0 +1,733 @@
+"""Inspect and repair streams, groups, pending entries and dead letters.
+
+The library behind the ``eventbus`` inspection commands; usable from code too. Every
+function takes an :class:`~eventbus.bus.EventBus` (for its keys and connection) and
+reads or writes only what it says. Read functions never change state; the repair
+functions (:func:`redrive`, :func:`purge_dead`, :func:`reset_group`,
+:func:`delete_consumer`) take ``dry_run`` and report what they did or would do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from eventbus.bus import EventBus
+from eventbus.envelope import Envelope, parse_fields
+from eventbus.errors import DecodeError, EventBusError
+from eventbus.status import GroupInfo, StreamInfo, stream_info
+
+Fields = dict[str, Any]
+
+
+class NotFound(EventBusError):
+    """A stream, group, consumer or entry that does not exist."""
+
+
+def _redis(bus: EventBus) -> Any:
+    """The bus's client, untyped: redis-py's stubs do not know its decoded replies."""
+    return bus.redis
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def _parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _age(entry_id: str | None, now: float) -> float | None:
+    return None if not entry_id else max(0.0, now - _ms(entry_id) / 1000)
+
+
+# -- streams ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    name: str
+    key: str
+    length: int
+    first_id: str | None
+    last_id: str | None
+    groups: int
+    lag: int | None  # total over groups; None when Redis cannot tell for some group
+    dlq_length: int
+    memory_bytes: int | None  # MEMORY USAGE; None where the server refuses it
+
+    @property
+    def last_age_s(self) -> float | None:
+        return _age(self.last_id, time.time())
+
+    @property
+    def first_age_s(self) -> float | None:
+        return _age(self.first_id, time.time())
+
+
+async def stream_names(bus: EventBus) -> list[str]:
+    """Every stream under the bus's prefix (from SCAN; dead-letter streams excluded)."""
+    names = set()
+    async for raw in _redis(bus).scan_iter(
+        match=bus.keys.stream_pattern(), count=1000, _type="stream"
+    ):
+        name = bus.keys.stream_name(_text(raw))
+        if name is not None:
+            names.add(name)
+    return sorted(names)
+
+
+async def list_streams(bus: EventBus) -> list[StreamSummary]:
+    """A summary of every stream under the prefix: one pipelined round for all of them."""
+    names = await stream_names(bus)
+    if not names:
+        return []
+    pipe = _redis(bus).pipeline(transaction=False)
+    for name in names:
+        key = bus.keys.stream(name)
+        pipe.xinfo_stream(key)
+        pipe.xinfo_groups(key)
+        pipe.xlen(bus.keys.dlq(name))
+        pipe.memory_usage(key, samples=0)
+    replies = await pipe.execute(raise_on_error=False)
+    out = []
+    for i, name in enumerate(names):
+        info, groups, dlq, memory = replies[4 * i : 4 * i + 4]
+        if isinstance(info, Exception):  # deleted between SCAN and now
+            continue
+        groups = [] if isinstance(groups, Exception) else groups
+        lags = [g.get("lag") for g in groups]
+        first, last = info.get("first-entry"), info.get("last-entry")
+        out.append(
+            StreamSummary(
+                name=name,
+                key=bus.keys.stream(name),
+                length=int(info["length"]),
+                first_id=_text(first[0]) if first else None,
+                last_id=_text(last[0]) if last else None,
+                groups=len(groups),
+                lag=None if any(lag is None for lag in lags) else sum(int(x) for x in lags),
+                dlq_length=0 if isinstance(dlq, Exception) else int(dlq),
+                memory_bytes=None if isinstance(memory, Exception) or memory is None
+                else int(memory),
+            )
+        )  # fmt: skip
+    return out
+
+
+async def require_stream(bus: EventBus, stream: str) -> None:
+    """Raise NotFound, naming the streams that do exist, unless `stream` exists."""
+    if await _redis(bus).exists(bus.keys.stream(stream)):
+        return
+    known = await stream_names(bus)
+    hint = f"streams under it: {', '.join(known)}" if known else "it holds no streams"
+    raise NotFound(
+        f"no stream {stream!r} under prefix {bus.keys.prefix!r} ({hint}); "
+        "check the name, or --prefix"
+    )
+
+
+# -- groups and consumers ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerDetail:
+    name: str
+    pending: int
+    idle_s: float  # since its last attempted interaction (read or claim)
+    inactive_s: float | None  # since its last successful interaction (Redis >= 7.2)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDetail:
+    name: str
+    consumers: list[ConsumerDetail]
+    pending: int
+    lag: int | None
+    last_delivered_id: str
+    entries_read: int | None
+    oldest_pending_id: str | None
+    oldest_pending_age_s: float | None
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDetail:
+    stream: StreamInfo
+    memory_bytes: int | None
+    groups: list[GroupDetail] = field(default_factory=list)
+
+
+async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
+    """The stream, then each group with its consumers and oldest pending entry."""
+    await require_stream(bus, stream)
+    info = await stream_info(bus.redis, bus.keys, stream)
+    key = info.key
+    pipe = _redis(bus).pipeline(transaction=False)
+    pipe.memory_usage(key, samples=0)
+    for g in info.groups:
+        pipe.xinfo_consumers(key, g.name)
+        pipe.xpending(key, g.name)
+    replies = await pipe.execute(raise_on_error=False)
+    memory = replies[0]
+    now = time.time()
+    groups = []
+    for i, g in enumerate(info.groups):
+        consumers, summary = replies[1 + 2 * i : 3 + 2 * i]
+        groups.append(_group_detail(g, consumers, summary, info.dead_by_group, now))
+    return StreamDetail(
+        info, None if isinstance(memory, Exception) or memory is None else int(memory), groups
+    )
+
+
+def _group_detail(
+    g: GroupInfo, consumers: Any, summary: Any, dead: dict[str, int], now: float
+) -> GroupDetail:
+    listed = [] if isinstance(consumers, Exception) else consumers
+    oldest = None
+    if isinstance(summary, dict) and summary.get("min"):
+        oldest = _text(summary["min"])
+    return GroupDetail(
+        name=g.name,
+        consumers=[
+            ConsumerDetail(
+                name=_text(c["name"]),
+                pending=int(c["pending"]),
+                idle_s=int(c["idle"]) / 1000,
+                inactive_s=None if c.get("inactive") in (None, -1) else int(c["inactive"]) / 1000,
+            )
+            for c in listed
+        ],
+        pending=g.pending,
+        lag=g.lag,
+        last_delivered_id=g.last_delivered_id,
+        entries_read=g.entries_read,
+        oldest_pending_id=oldest,
+        oldest_pending_age_s=_age(oldest, now),
+        dead_letters=dead.get(g.name, 0),
+    )
+
+
+async def require_group(bus: EventBus, stream: str, group: str) -> GroupInfo:
+    await require_stream(bus, stream)
+    info = await stream_info(bus.redis, bus.keys, stream)
+    for g in info.groups:
+        if g.name == group:
+            return g
+    names = ", ".join(g.name for g in info.groups) or "none"
+    raise NotFound(f"stream {stream!r} has no group {group!r} (its groups: {names})")
+
+
+# -- entries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stream entry, decoded as far as it goes: `envelope` and `payload` when it parses,
+    `error` (why not) otherwise; `fields` always (text, binary values shown as repr)."""
+
+    id: str
+    fields: Fields
+    envelope: Envelope | None
+    payload: Any
+    error: str | None
+
+    @property
+    def type(self) -> str | None:
+        return self.envelope.type if self.envelope else self.fields.get("type")
+
+    @property
+    def key(self) -> str | None:
+        return self.envelope.key if self.envelope else self.fields.get("key")
+
+    def as_json(self) -> dict[str, Any]:
+        env = self.envelope
+        out: dict[str, Any] = {"id": self.id, "time": _iso_ms(_ms(self.id))}
+        if env is not None:
+            out["envelope"] = {
+                k: v
+                for k, v in (
+                    ("id", env.id), ("type", env.type), ("source", env.source),
+                    ("time", env.time), ("key", env.key), ("ct", env.ct),
+                    ("traceparent", env.traceparent), ("tracestate", env.tracestate),
+                    ("target", env.target), ("headers", env.headers or None),
+                )
+                if v is not None
+            }  # fmt: skip
+            out["payload"] = self.payload
+        else:
+            out["fields"] = self.fields
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def _iso_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _field_text(value: bytes) -> Any:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return repr(value)
+
+
+def decode_entry(entry_id: Any, raw: Any) -> Entry:
+    """Decode one XRANGE/XREAD entry; never raises for what the entry holds."""
+    sid = _text(entry_id)
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    fields = {_text(k): _field_text(v) for k, v in pairs}
+    try:
+        envelope = parse_fields(sid, raw)
+    except DecodeError as exc:
+        return Entry(sid, fields, None, None, str(exc))
+    try:
+        if envelope.is_msgpack:
+            payload = msgspec.msgpack.decode(envelope.data)
+        else:
+            payload = msgspec.json.decode(envelope.data)
+    except msgspec.DecodeError as exc:
+        return Entry(sid, fields, envelope, None, f"payload does not decode: {exc}")
+    return Entry(sid, fields, envelope, payload, None)
+
+
+def _matches(entry: Entry, types: Sequence[str], key: str | None) -> bool:
+    if types and entry.type not in types:
+        return False
+    return key is None or entry.key == key
+
+
+async def tail(
+    bus: EventBus,
+    stream: str,
+    *,
+    count: int = 10,
+    start: str | None = None,
+    types: Sequence[str] = (),
+    key: str | None = None,
+    scan_limit: int = 100_000,
+) -> list[Entry]:
+    """The last `count` entries (oldest first) matching the filters; with `start`, the
+    first `count` from that id on. Filtering looks at up to `scan_limit` entries."""
+    await require_stream(bus, stream)
+    skey = bus.keys.stream(stream)
+    found: list[Entry] = []
+    scanned = 0
+    page = max(count, 100) if (types or key) else count
+    if start is not None:
+        cursor = start
+        while len(found) < count and scanned < scan_limit:
+            batch = await _redis(bus).xrange(skey, cursor, "+", count=page)
+            if not batch:
+                break
+            scanned += len(batch)
+            found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
+            cursor = "(" + _text(batch[-1][0])
+        return found[:count]
+    cursor = "+"
+    while len(found) < count and scanned < scan_limit:
+        batch = await _redis(bus).xrevrange(skey, cursor, "-", count=page)
+        if not batch:
+            break
+        scanned += len(batch)
+        found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
+        cursor = "(" + _text(batch[-1][0])
+    return list(reversed(found[:count]))
+
+
+def _decode_pair(pair: Any) -> Entry:
+    return decode_entry(pair[0], pair[1])
+
+
+async def follow(
+    bus: EventBus,
+    stream: str,
+    *,
+    after: str,
+    types: Sequence[str] = (),
+    key: str | None = None,
+    block_ms: int = 1000,
+) -> AsyncIterator[Entry]:
+    """Entries added after `after`, as they arrive (XREAD BLOCK), forever."""
+    skey = bus.keys.stream(stream)
+    last = after
+    while True:
+        reply = await _redis(bus).xread({skey: last}, count=100, block=block_ms)
+        for _, entries in reply or []:
+            for pair in entries:
+                entry = _decode_pair(pair)
+                last = entry.id
+                if _matches(entry, types, key):
+                    yield entry
+
+
+async def get_entry(bus: EventBus, stream: str, entry_id: str) -> Entry:
+    await require_stream(bus, stream)
+    found = await _redis(bus).xrange(bus.keys.stream(stream), entry_id, entry_id)
+    if not found:
+        raise NotFound(
+            f"stream {stream!r} has no entry {entry_id} (trimmed, deleted, or never written; "
+            f"'eventbus dlq ls {stream}' lists dead letters)"
+        )
+    return _decode_pair(found[0])
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    group: str
+    state: str  # unread | pending | acknowledged | dead-lettered | not for this group
+    consumer: str | None = None
+    deliveries: int | None = None
+    idle_s: float | None = None
+    dead_letter_id: str | None = None
+
+
+async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[DeliveryState]:
+    """Where the entry stands in each group of the stream."""
+    info = await stream_info(bus.redis, bus.keys, stream)
+    key = info.key
+    dead = {d.group: d.id for d in await dead_letters(bus, stream) if d.stream_id == entry.id}
+    target = entry.envelope.target if entry.envelope else entry.fields.get("target")
+    pipe = _redis(bus).pipeline(transaction=False)
+    for g in info.groups:
+        pipe.xpending_range(key, g.name, min=entry.id, max=entry.id, count=1)
+    pendings = await pipe.execute(raise_on_error=False)
+    states = []
+    for g, pending in zip(info.groups, pendings, strict=True):
+        if target and target != g.name:
+            states.append(DeliveryState(g.name, f"not for this group (targeted at {target})"))
+        elif isinstance(pending, list) and pending:
+            p = pending[0]
+            states.append(DeliveryState(
+                g.name, "pending", _text(p["consumer"]), int(p["times_delivered"]),
+                int(p["time_since_delivered"]) / 1000,
+            ))  # fmt: skip
+        elif g.name in dead:
+            states.append(DeliveryState(g.name, "dead-lettered", dead_letter_id=dead[g.name]))
+        elif _parse_id(entry.id) > _parse_id(g.last_delivered_id):
+            states.append(DeliveryState(g.name, "unread"))
+        else:
+            states.append(DeliveryState(g.name, "acknowledged"))
+    return states
+
+
+# -- pending entries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    id: str
+    consumer: str
+    idle_s: float
+    deliveries: int
+    type: str | None  # None when the entry is gone from the stream
+
+
+async def pending_entries(
+    bus: EventBus,
+    stream: str,
+    group: str,
+    *,
+    consumer: str | None = None,
+    min_idle_s: float = 0.0,
+    limit: int = 100,
+) -> list[PendingEntry]:
+    """The group's pending entries, oldest first, with each entry's event type."""
+    await require_group(bus, stream, group)
+    key = bus.keys.stream(stream)
+    rows = await _redis(bus).xpending_range(
+        key, group, min="-", max="+", count=limit, consumername=consumer,
+        idle=int(min_idle_s * 1000) or None,
+    )  # fmt: skip
+    pipe = _redis(bus).pipeline(transaction=False)
+    for row in rows:
+        entry_id = _text(row["message_id"])
+        pipe.xrange(key, entry_id, entry_id)
+    found = await pipe.execute() if rows else []
+    out = []
+    for row, entries in zip(rows, found, strict=True):
+        type_name = None
+        if entries:
+            fields = entries[0][1]
+            type_name = _text(fields.get(b"type", b"?"))
+        out.append(
+            PendingEntry(
+                id=_text(row["message_id"]),
+                consumer=_text(row["consumer"]),
+                idle_s=int(row["time_since_delivered"]) / 1000,
+                deliveries=int(row["times_delivered"]),
+                type=type_name,
+            )
+        )
+    return out
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str  # in the dead-letter stream
+    stream_id: str | None  # in the original stream
+    group: str | None
+    handler: str | None
+    reason: str | None
+    error_type: str | None
+    error: str | None
+    attempts: int | None
+    time: str | None
+    entry: Entry  # the original envelope, decoded
+    raw: tuple[tuple[str, Any], ...] = ()  # every field, as stored
+
+    @property
+    def original_fields(self) -> list[tuple[str, Any]]:
+        """The fields to write back: the dead letter's, minus its dlq_* details and any
+        earlier target."""
+        return [(k, v) for k, v in self.raw if not k.startswith("dlq_") and k != "target"]
+
+    def as_json(self, traceback: str | None = None) -> dict[str, Any]:
+        out = {
+            "id": self.id, "stream_id": self.stream_id, "group": self.group,
+            "handler": self.handler, "reason": self.reason, "error_type": self.error_type,
+            "error": self.error, "attempts": self.attempts, "time": self.time,
+            "event": self.entry.as_json(),
+        }  # fmt: skip
+        if traceback is not None:
+            out["traceback"] = traceback
+        return out
+
+
+def _dead_letter(pair: Any) -> DeadLetter:
+    entry_id, raw = _text(pair[0]), pair[1]
+    items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    raw_pairs = tuple((_text(k), v) for k, v in items)
+    text = {k: _field_text(v) if isinstance(v, bytes) else v for k, v in raw_pairs}
+    original = {k.encode(): v for k, v in raw_pairs if not k.startswith("dlq_")}
+    stream_id = text.get("dlq_stream_id")
+    attempts = text.get("dlq_attempts")
+    return DeadLetter(
+        id=entry_id,
+        stream_id=stream_id,
+        group=text.get("dlq_group"),
+        handler=text.get("dlq_handler"),
+        reason=text.get("dlq_reason"),
+        error_type=text.get("dlq_error_type"),
+        error=text.get("dlq_error"),
+        attempts=int(attempts) if attempts and attempts.isdigit() else None,
+        time=text.get("dlq_time"),
+        entry=decode_entry(stream_id or entry_id, original),
+        raw=raw_pairs,
+    )
+
+
+async def dead_letters(
+    bus: EventBus,
+    stream: str,
+    *,
+    group: str | None = None,
+    ids: Iterable[str] = (),
+    limit: int | None = None,
+) -> list[DeadLetter]:
+    """Dead letters of `stream`, oldest first; `ids` match the dead letter's id or the
+    original entry's id."""
+    wanted = set(ids)
+    out = []
+    cursor = "-"
+    while True:
+        batch = await _redis(bus).xrange(bus.keys.dlq(stream), cursor, "+", count=1000)
+        for pair in batch:
+            dead = _dead_letter(pair)
+            if group is not None and dead.group != group:
+                continue
+            if wanted and dead.id not in wanted and dead.stream_id not in wanted:
+                continue
+            out.append(dead)
+            if limit is not None and len(out) >= limit:
+                return out
+        if len(batch) < 1000:
+            return out
+        cursor = "(" + _text(batch[-1][0])
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    dead_letter_id: str
+    group: str | None
+    new_id: str | None  # None on a dry run
+
+
+async def redrive(
+    bus: EventBus, stream: str, letters: Sequence[DeadLetter], *, dry_run: bool = False
+) -> list[Redriven]:
+    """Write each dead letter back to its stream, targeted at the group that failed it
+    (others skip it), and delete it from the dead-letter stream: both in one MULTI/EXEC
+    (the two keys share a hash slot), so an entry is never lost nor doubled."""
+    out = []
+    for dead in letters:
+        if dead.group is None:
+            raise EventBusError(
+                f"dead letter {dead.id} names no group (no dlq_group field): cannot target it"
+            )
+        if dry_run:
+            out.append(Redriven(dead.id, dead.group, None))
+            continue
+        fields: dict[str, Any] = dict(dead.original_fields)
+        fields["target"] = dead.group
+        pipe = _redis(bus).pipeline(transaction=True)
+        pipe.xadd(bus.keys.stream(stream), fields)
+        pipe.xdel(bus.keys.dlq(stream), dead.id)
+        new_id, _ = await pipe.execute()
+        out.append(Redriven(dead.id, dead.group, _text(new_id)))
+    return out
+
+
+async def purge_dead(
+    bus: EventBus, stream: str, letters: Sequence[DeadLetter], *, dry_run: bool = False
+) -> int:
+    """Delete these dead letters; the count deleted (or that would be)."""
+    if dry_run or not letters:
+        return len(letters)
+    ids = [d.id for d in letters]
+    deleted = 0
+    for i in range(0, len(ids), 1000):
+        deleted += int(await _redis(bus).xdel(bus.keys.dlq(stream), *ids[i : i + 1000]))
+    return deleted
+
+
+async def dead_letter_traceback(bus: EventBus, stream: str, dead_id: str) -> str | None:
+    found = await _redis(bus).xrange(bus.keys.dlq(stream), dead_id, dead_id)
+    if not found:
+        return None
+    value = found[0][1].get(b"dlq_traceback")
+    return None if value is None else _text(value)
+
+
+# -- group repairs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResetPlan:
+    group: str
+    from_id: str
+    to_id: str
+    redeliver: int  # entries after to_id up to from_id (read again)
+    skip: int  # entries after from_id up to to_id (never read)
+    pending: int  # left as they are: reset does not touch the pending list
+    capped: bool  # counting stopped at the cap (figures are lower bounds)
+    applied: bool
+
+
+async def _count_between(
+    bus: EventBus, key: str, low: str, high: str, cap: int
+) -> tuple[int, bool]:
+    """Entries with low < id <= high (exclusive low), counted in pages up to `cap`."""
+    counted = 0
+    cursor = "(" + low
+    while counted < cap:
+        batch = await _redis(bus).xrange(key, cursor, high, count=min(10_000, cap - counted))
+        counted += len(batch)
+        if len(batch) < 10_000:
+            return counted, False
+        cursor = "(" + _text(batch[-1][0])
+    return counted, True
+
+
+async def resolve_position(bus: EventBus, stream: str, to: str) -> str:
+    """An id for `to`: ``beginning`` (0-0), ``end`` (the last entry), or an id."""
+    if to == "beginning":
+        return "0-0"
+    if to == "end":
+        last = await _redis(bus).xrevrange(bus.keys.stream(stream), count=1)
+        return _text(last[0][0]) if last else "0-0"
+    return to
+
+
+async def reset_group(
+    bus: EventBus, stream: str, group: str, to: str, *, dry_run: bool = False,
+    cap: int = 1_000_000,
+) -> ResetPlan:  # fmt: skip
+    """Move the group's last-delivered id to `to` (XGROUP SETID): back to replay entries,
+    forward to skip them. Pending entries stay pending (their consumers still own them)."""
+    g = await require_group(bus, stream, group)
+    key = bus.keys.stream(stream)
+    target = await resolve_position(bus, stream, to)
+    current = g.last_delivered_id
+    redeliver = skip = 0
+    capped = False
+    if _parse_id(target) < _parse_id(current):
+        redeliver, capped = await _count_between(bus, key, target, current, cap)
+    elif _parse_id(target) > _parse_id(current):
+        skip, capped = await _count_between(bus, key, current, target, cap)
+    if not dry_run:
+        await _redis(bus).xgroup_setid(key, group, target)
+    return ResetPlan(group, current, target, redeliver, skip, g.pending, capped, not dry_run)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRemoval:
+    consumer: str
+    pending: int
+    claimed_to: str | None
+    claimed: int
+    deleted: bool
+
+
+async def delete_consumer(
+    bus: EventBus,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    claim_to: str | None = None,
+    dry_run: bool = False,
+) -> ConsumerRemoval:
+    """Delete a consumer from a group. Its pending entries would be lost to the group's
+    bookkeeping, so it refuses while it owns any, unless `claim_to` takes them first
+    (XCLAIM ... JUSTID: delivery counts are kept)."""
+    await require_group(bus, stream, group)
+    key = bus.keys.stream(stream)
+    consumers = {_text(c["name"]): c for c in await _redis(bus).xinfo_consumers(key, group)}
+    if consumer not in consumers:
+        names = ", ".join(sorted(consumers)) or "none"
+        raise NotFound(f"group {group!r} has no consumer {consumer!r} (its consumers: {names})")
+    pending = int(consumers[consumer]["pending"])
+    if pending and claim_to is None:
+        raise EventBusError(
+            f"consumer {consumer!r} owns {pending} pending entries of group {group!r}: "
+            "deleting it would drop them from the group; pass --claim-to OTHER to hand them "
+            "over first (or let the workers reclaim them after their lease)"
+        )
+    if claim_to == consumer:
+        raise EventBusError("--claim-to names the consumer being deleted; choose another")
+    claimed = 0
+    if dry_run:
+        return ConsumerRemoval(consumer, pending, claim_to, pending if claim_to else 0, False)
+    if pending and claim_to is not None:
+        claimed = await _claim_all(bus, key, group, consumer, claim_to)
+    await _redis(bus).xgroup_delconsumer(key, group, consumer)
+    return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
+
+
+async def _claim_all(bus: EventBus, key: str, group: str, owner: str, to: str) -> int:
+    claimed = 0
+    while True:
+        rows = await _redis(bus).xpending_range(
+            key, group, min="-", max="+", count=1000, consumername=owner
+        )
+        if not rows:
+            return claimed
+        ids = [_text(r["message_id"]) for r in rows]
+        done = await _redis(bus).xclaim(key, group, to, 0, ids, justid=True)
+        claimed += len(done)
+        if not done:
+            return claimed  # gone from the PEL meanwhile (acked): nothing left to move
