@@ -731,3 +731,88 @@ async def _claim_all(bus: EventBus, key: str, group: str, owner: str, to: str) -
         claimed += len(done)
         if not done:
             return claimed  # gone from the PEL meanwhile (acked): nothing left to move
+
+
+# -- live view --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFigures:
+    stream: str
+    group: str
+    consumers: int
+    pending: int
+    lag: int | None
+    entries_read: int | None
+    oldest_pending_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every stream's and group's figures at `at` (Unix time), for rates between two."""
+
+    at: float
+    streams: list[StreamSummary]
+    entries_added: dict[str, int | None]
+    groups: list[GroupFigures]
+
+
+async def snapshot(bus: EventBus) -> Snapshot:
+    """All figures of every stream under the prefix: SCAN, then two pipelined rounds."""
+    names = await stream_names(bus)
+    summaries = await list_streams(bus) if names else []
+    pipe = _redis(bus).pipeline(transaction=False)
+    for s in summaries:
+        pipe.xinfo_stream(s.key)
+        pipe.xinfo_groups(s.key)
+    replies = await pipe.execute(raise_on_error=False) if summaries else []
+    added: dict[str, int | None] = {}
+    groups: list[tuple[str, dict[str, Any]]] = []
+    for i, s in enumerate(summaries):
+        info, glist = replies[2 * i : 2 * i + 2]
+        value = None if isinstance(info, Exception) else info.get("entries-added")
+        added[s.name] = None if value is None else int(value)
+        groups += [(s.name, g) for g in ([] if isinstance(glist, Exception) else glist)]
+    oldest = await _oldest_pending(bus, groups)
+    now = time.time()
+    figures = [
+        GroupFigures(
+            stream=stream, group=_text(g["name"]), consumers=int(g["consumers"]),
+            pending=int(g["pending"]),
+            lag=None if g.get("lag") is None else int(g["lag"]),
+            entries_read=_entries_read(g),
+            oldest_pending_age_s=_age(oldest.get((stream, _text(g["name"]))), now),
+        )
+        for stream, g in groups
+    ]  # fmt: skip
+    return Snapshot(now, summaries, added, figures)
+
+
+def _entries_read(g: dict[str, Any]) -> int | None:
+    read = g.get("entries-read")
+    if read is None and _text(g["last-delivered-id"]) == "0-0" and "lag" in g:
+        return 0  # Redis 7 reports nil for a group that has never read
+    return None if read is None else int(read)
+
+
+async def _oldest_pending(
+    bus: EventBus, groups: list[tuple[str, dict[str, Any]]]
+) -> dict[tuple[str, str], str]:
+    busy = [(s, _text(g["name"])) for s, g in groups if int(g["pending"])]
+    if not busy:
+        return {}
+    pipe = _redis(bus).pipeline(transaction=False)
+    for stream, group in busy:
+        pipe.xpending(bus.keys.stream(stream), group)
+    out = {}
+    for where, summary in zip(busy, await pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(summary, dict) and summary.get("min"):
+            out[where] = _text(summary["min"])
+    return out
+
+
+def rate(now: int | None, before: int | None, seconds: float) -> float | None:
+    """Per-second rate of a counter between two snapshots; None when unknown."""
+    if now is None or before is None or seconds <= 0 or now < before:
+        return None
+    return (now - before) / seconds
