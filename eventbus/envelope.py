@@ -22,6 +22,7 @@ from eventbus.events import Event
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
 _MSGPACK_ALIASES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+CONTENT_TYPES: Final = (JSON, *sorted(_MSGPACK_ALIASES))  # every `ct` a consumer accepts
 HEADER_PREFIX: Final = "h:"
 _HEADER_PREFIX_B: Final = HEADER_PREFIX.encode()
 

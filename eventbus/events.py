@@ -104,5 +104,11 @@ def lookup(stream: str, type_name: str) -> type[Event] | None:
     return _registry.get(stream, {}).get(type_name)
 
 
+def registered(stream: str) -> dict[str, type[Event]]:
+    """Every event class declared for `stream` so far in this process, by type name."""
+    with _registry_lock:
+        return dict(_registry.get(stream, {}))
+
+
 def is_event_class(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, Event) and obj is not Event

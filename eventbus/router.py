@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
@@ -155,9 +156,16 @@ class Router:
             return event
 
         fixed.__name__ = name
-        self.schedule(
-            spec, name=name, tz=tz, misfire=misfire, misfire_grace=misfire_grace, jitter=jitter
-        )(fixed)
+        built = build_schedule(
+            fixed,
+            spec=spec,
+            name=name,
+            tz=tz,
+            misfire=misfire,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
+        self._add_schedule(dataclasses.replace(built, event=event))
 
     def _add_schedule(self, spec: ScheduleSpec) -> None:
         existing = self._schedules.get(spec.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from types import ModuleType
 
 from eventbus.errors import ConfigurationError
@@ -29,12 +30,42 @@ def _import(spec: str, module_name: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigurationError(
                 f"app {spec!r}: no module named {exc.name!r} (run from the directory that "
                 "contains it, or install its package)"
             ) from None
-        raise
+        raise _import_failed(spec, exc) from exc
+    except ConfigurationError as exc:  # a handler or schedule declared wrong
+        raise ConfigurationError(f"app {spec!r}: {exc}") from exc
+    except Exception as exc:  # the app's own code failed: one line, not a traceback
+        raise _import_failed(spec, exc) from exc
+
+
+def _import_failed(spec: str, exc: Exception) -> ConfigurationError:
+    """`exc` raised while importing the app, as one line naming it and where it happened."""
+    where = _where(exc)
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return ConfigurationError(
+        f"app {spec!r}: importing it raised {type(exc).__name__}: {message}"
+        + (f" ({where})" if where else "")
+    )
+
+
+def _where(exc: Exception) -> str | None:
+    """``path:line`` of a SyntaxError, else of the innermost frame outside the import
+    machinery; paths relative to the working directory when under it."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        filename, line = exc.filename, exc.lineno
+    else:
+        frames = [
+            f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")
+        ]
+        if not frames:
+            return None
+        filename, line = frames[-1].filename, frames[-1].lineno
+    path = os.path.relpath(filename) if filename.startswith(os.getcwd() + os.sep) else filename
+    return f"{path}:{line}" if line else path
 
 
 def _named_router(spec: str, module: ModuleType, attr: str) -> Router:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
@@ -10,7 +12,7 @@ from typing import Any, Literal
 
 from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
-from eventbus.events import Event, is_event_class
+from eventbus.events import Event, is_event_class, stream_of
 from eventbus.keys import check_name
 from eventbus.schedules.cron import CronSpec, validate_cron, zone
 
@@ -34,6 +36,8 @@ class ScheduleSpec:
     jitter_s: float
     fn: ScheduleFunc
     is_async: bool
+    # the event of a `Router.schedule_event` schedule, published on every tick
+    event: Event | None = None
 
     @property
     def spec(self) -> str:
@@ -108,6 +112,39 @@ def _check_function(fn: Any, what: str) -> None:
             f"{what}: the function takes ({', '.join(p.name for p in params)}); a schedule "
             "function takes one argument, the tick: def f(tick: datetime) -> Event | None"
         )
+
+
+def emitted_types(schedule: ScheduleSpec) -> list[type[Event]] | None:
+    """The event classes a schedule publishes, as far as its declaration tells: the event
+    of a `schedule_event`, else the function's return annotation (``-> CleanupOldNotes``,
+    ``-> A | B | None``, ``-> list[A]``). None when that is unknown (no annotation, or one
+    naming something other than Event classes with a stream)."""
+    if schedule.event is not None:
+        return [type(schedule.event)]
+    try:
+        hints = typing.get_type_hints(schedule.fn)
+    except Exception:  # an unresolvable forward reference: unknown, like no annotation
+        return None
+    if "return" not in hints:
+        return None
+    found: list[type[Event]] = []
+    if not _collect_events(hints["return"], found):
+        return None
+    return sorted(set(found), key=lambda cls: (stream_of(cls) or "", cls.__eb_type__))
+
+
+def _collect_events(annotation: Any, found: list[type[Event]]) -> bool:
+    """Add the Event classes `annotation` names to `found`; False if it names anything a
+    schedule function cannot return."""
+    if annotation is None or annotation is type(None):
+        return True
+    if is_event_class(annotation):
+        found.append(annotation)
+        return stream_of(annotation) is not None
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType or origin is list:
+        return all(_collect_events(arg, found) for arg in typing.get_args(annotation))
+    return False
 
 
 def emitted(value: Any, what: str) -> list[Event]:
