@@ -50,6 +50,10 @@ class Keys:
     def schedule(self, name: str) -> str:
         return f"{self.prefix}:sched:{name}"
 
+    def schedule_index(self) -> str:
+        """A sorted set: schedule name -> when a scheduler last ran it (Unix time)."""
+        return f"{self.prefix}:schedules"
+
     def stream_pattern(self) -> str:
         """A SCAN pattern matching every stream key (and, filtered later, its side keys)."""
         return f"{self.prefix}:{{*}}"

@@ -83,6 +83,11 @@ def _histogram(
     return family
 
 
+# schedules a scheduler ran within this long are reported by every collector (a week:
+# a schedule removed from the code stops being reported, and alerted on, after that)
+SCHEDULE_MEMORY_S = 7 * 86400
+
+
 class EventbusCollector(Collector):
     """Yields eventbus's metrics at scrape time (see the module docstring)."""
 
@@ -119,19 +124,23 @@ class EventbusCollector(Collector):
 
     def _publish_metrics(self) -> Iterator[Metric]:
         stats = self.bus.publish_stats
+        with stats.lock:  # publishers on other threads add keys while we read
+            by_outcome = dict(stats.by_outcome)
+            dropped_by_stream = dict(stats.dropped_by_stream)
+            durations = sorted(stats.durations.items())
         published = CounterMetricFamily(
             "eventbus_events_published",
             "Events published, by stream, type and outcome (ok, duplicate, error, dropped).",
             labels=["stream", "type", "outcome"],
         )
-        for (stream, type_name, outcome), count in sorted(stats.by_outcome.items()):
+        for (stream, type_name, outcome), count in sorted(by_outcome.items()):
             published.add_metric([stream, type_name, outcome], count)
         yield published
         yield _histogram(
             "eventbus_publish_duration_seconds",
             "Time from a publish call (or a publish_nowait batch) to Redis's reply.",
             ["method"],
-            [([method], hist) for method, hist in sorted(stats.durations.items())],
+            [([method], hist) for method, hist in durations],
         )
         buffered = GaugeMetricFamily(
             "eventbus_publish_buffer_events", "Events publish_nowait holds, not yet written."
@@ -145,16 +154,17 @@ class EventbusCollector(Collector):
         )
         # a series for every stream published to, zero until something is dropped, so
         # rate() and increase() have something to work on from the start
-        streams = {stream for stream, _, _ in stats.by_outcome} | set(stats.dropped_by_stream)
+        streams = {stream for stream, _, _ in by_outcome} | set(dropped_by_stream)
         for stream in sorted(streams):
-            dropped.add_metric([stream], stats.dropped_by_stream.get(stream, 0))
+            dropped.add_metric([stream], dropped_by_stream.get(stream, 0))
         yield dropped
 
     def _worker_metrics(self, worker: Worker) -> Iterator[Metric]:
         handled = CounterMetricFamily(
             "eventbus_events_handled",
-            "Deliveries handled, by outcome: ok, error (a failed attempt), dead "
-            "(dead-lettered), duplicate (idempotent, done before), skipped.",
+            "Deliveries handled, by outcome: ok, error (a failed attempt, retried later), "
+            "dead (dead-lettered: a last failed attempt, or undecodable), duplicate "
+            "(idempotent, done before), skipped (not for this handler).",
             labels=["stream", "group", "handler", "outcome"],
         )
         in_flight = GaugeMetricFamily(
@@ -241,6 +251,8 @@ class EventbusCollector(Collector):
         return self._client
 
     def _read_redis(self) -> list[Metric]:
+        """Two pipelined rounds: the streams, their groups and the schedule index; then
+        XPENDING for the groups with pending entries and each schedule's state."""
         client = self._redis()
         keys = self.bus.keys
         streams = sorted(self._streams)
@@ -249,6 +261,7 @@ class EventbusCollector(Collector):
             pipe.xlen(keys.stream(stream))
             pipe.xinfo_groups(keys.stream(stream))
             pipe.xlen(keys.dlq(stream))
+        pipe.zrangebyscore(keys.schedule_index(), time.time() - SCHEDULE_MEMORY_S, "+inf")
         replies = pipe.execute(raise_on_error=False)
         lengths, groups_by_stream, dlq = {}, {}, {}
         for i, stream in enumerate(streams):
@@ -256,31 +269,45 @@ class EventbusCollector(Collector):
             lengths[stream] = 0 if isinstance(length, Exception) else int(length)
             groups_by_stream[stream] = [] if isinstance(groups, Exception) else groups
             dlq[stream] = 0 if isinstance(dead, Exception) else int(dead)
-        oldest = self._oldest_pending(client, groups_by_stream)
+        indexed = replies[-1]
+        schedules = {s.name for s in self.scheduler.schedules} if self.scheduler else set()
+        if not isinstance(indexed, Exception):
+            schedules |= {_text(name) for name in indexed}
+        oldest, states = self._second_round(client, groups_by_stream, sorted(schedules))
         return [
             *self._stream_families(lengths, dlq),
             *self._group_families(groups_by_stream, oldest),
-            *self._schedule_families(client),
+            *self._schedule_families(states),
         ]
 
-    def _oldest_pending(
-        self, client: redis.Redis, groups_by_stream: dict[str, list[dict[str, Any]]]
-    ) -> dict[tuple[str, str], float]:
+    def _second_round(
+        self,
+        client: redis.Redis,
+        groups_by_stream: dict[str, list[dict[str, Any]]],
+        schedules: list[str],
+    ) -> tuple[dict[tuple[str, str], float], dict[str, tuple[Any, Any]]]:
         pending = [(s, _text(g["name"])) for s, gs in groups_by_stream.items() for g in gs
                    if int(g["pending"])]  # fmt: skip
-        if not pending:
-            return {}
+        if not pending and not schedules:
+            return {}, {}
         pipe = client.pipeline(transaction=False)
         for stream, group in pending:
             pipe.xpending(self.bus.keys.stream(stream), group)
+        for name in schedules:
+            pipe.hmget(self.bus.keys.schedule(name), "last_fired_at", "next_tick")
+        replies = pipe.execute(raise_on_error=False)
         now = time.time()
         ages = {}
-        for (stream, group), summary in zip(pending, pipe.execute(raise_on_error=False),
-                                            strict=True):  # fmt: skip
+        for (stream, group), summary in zip(pending, replies, strict=False):
             if isinstance(summary, dict) and summary.get("min"):
                 ms = int(_text(summary["min"]).split("-", 1)[0])
                 ages[(stream, group)] = max(0.0, now - ms / 1000)
-        return ages
+        states = {
+            name: (state[0], state[1])
+            for name, state in zip(schedules, replies[len(pending) :], strict=True)
+            if isinstance(state, list)
+        }
+        return ages, states
 
     @staticmethod
     def _stream_families(lengths: dict[str, int], dlq: dict[str, int]) -> list[Metric]:
@@ -327,13 +354,10 @@ class EventbusCollector(Collector):
                 consumers.add_metric(values, int(g["consumers"]))
         return [lag, pending, age, consumers]
 
-    def _schedule_families(self, client: redis.Redis) -> list[Metric]:
-        if self.scheduler is None or not self.scheduler.schedules:
+    @staticmethod
+    def _schedule_families(states: dict[str, tuple[Any, Any]]) -> list[Metric]:
+        if not states:
             return []
-        names = [s.name for s in self.scheduler.schedules]
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(self.bus.keys.schedule(name), "last_fired_at", "next_tick")
         last = GaugeMetricFamily(
             "eventbus_schedule_last_fire_timestamp_seconds",
             "When any replica last fired the schedule (Unix time).",
@@ -346,11 +370,11 @@ class EventbusCollector(Collector):
         )
         from eventbus.schedules.scheduler import parse_iso
 
-        for name, (fired, nxt) in zip(names, pipe.execute(), strict=True):
+        for name, (fired, nxt) in sorted(states.items()):
             if fired:
-                last.add_metric([name], parse_iso(fired).timestamp())
+                last.add_metric([name], parse_iso(_text(fired)).timestamp())
             if nxt:
-                upcoming.add_metric([name], parse_iso(nxt).timestamp())
+                upcoming.add_metric([name], parse_iso(_text(nxt)).timestamp())
         return [last, upcoming]
 
     def close(self) -> None:

@@ -41,7 +41,14 @@ from eventbus.publishing.core import (
     send_batch,
     single_result,
 )
-from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
+from eventbus.publishing.outbox import (
+    Outbox,
+    Pending,
+    PublishStats,
+    record,
+    record_failure,
+    to_retry,
+)
 from eventbus.streams import Stream, StreamSettings
 from eventbus.wire import exchange_sync
 
@@ -138,7 +145,12 @@ class SyncPublisher:
 
     def _send(self, items: Sequence[Prepared], method: str) -> list[Outcome]:
         started = time.perf_counter()
-        outcomes = drive_sync(send_batch(items), self._request)
+        try:
+            outcomes = drive_sync(send_batch(items), self._request)
+        except BaseException:
+            self.publish_stats.observe(method, time.perf_counter() - started)
+            record_failure(items, self.publish_stats)
+            raise
         self.publish_stats.observe(method, time.perf_counter() - started)
         record(items, outcomes, self.publish_stats)
         return outcomes

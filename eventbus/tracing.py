@@ -17,6 +17,7 @@ exporter configured by the standard ``OTEL_*`` variables (the ``otel`` extra).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -108,6 +109,17 @@ def failed(span: Span, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
+def resource_attributes(service: str) -> dict[str, str]:
+    """``service.name`` = `service`, unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES
+    names one (the standard variables win, as operators expect)."""
+    if os.environ.get("OTEL_SERVICE_NAME"):
+        return {}
+    declared = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if any(part.split("=", 1)[0].strip() == "service.name" for part in declared.split(",")):
+        return {}
+    return {"service.name": service}
+
+
 def setup_from_env(service: str) -> None:
     """Install the SDK with an OTLP/HTTP exporter (``OTEL_EXPORTER_OTLP_ENDPOINT`` etc.)."""
     try:
@@ -119,7 +131,7 @@ def setup_from_env(service: str) -> None:
         raise ConfigurationError(
             "tracing export needs the SDK and the OTLP exporter: pip install 'eventbus[otel]'"
         ) from None
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = TracerProvider(resource=Resource.create(resource_attributes(service)))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     log.info("tracing: exporting spans over OTLP/HTTP as service %r", service)

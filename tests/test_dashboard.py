@@ -83,7 +83,7 @@ def test_alert_rules_pass_promtool() -> None:
     check = subprocess.run([tool, "check", "rules", "alerts.yaml"], cwd=DASHBOARDS,
                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout
+    assert "SUCCESS: 9 rules found" in check.stdout
     tests = subprocess.run([tool, "test", "rules", "alerts_test.yaml"], cwd=DASHBOARDS,
                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert tests.returncode == 0, tests.stdout + tests.stderr

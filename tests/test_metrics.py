@@ -7,6 +7,7 @@ prometheus_client's HTTP handler does (``generate_latest``, from a thread).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import EventBus, Router, Worker, WorkerSettings
+from eventbus.errors import PublishError
 from eventbus.metrics import EventbusCollector
 from eventbus.schedules.scheduler import Scheduler
 from eventbus.testing import RedisServer, running_worker, wait_for
@@ -114,7 +116,7 @@ async def test_a_scrape_reports_publishes_outcomes_and_queue_figures(
 
     assert handled("test.ok", "ok") == 12
     assert handled("test.ok", "error") == 0
-    assert (handled("test.fails", "ok"), handled("test.fails", "error")) == (11, 2)
+    assert (handled("test.fails", "ok"), handled("test.fails", "error")) == (11, 1)
     assert handled("test.fails", "dead") == 1
     assert (handled("test.once", "ok"), handled("test.once", "duplicate")) == (11, 1)
     # the retry came back through XAUTOCLAIM
@@ -232,14 +234,29 @@ async def test_scrape_answers_when_redis_is_down(
             collector_in(registry, bus, streams=["jobs"], cache_s=0)
             await bus.publish(Job(n=1))
             assert value(await scrape(registry), "eventbus_redis_up") == 1
+            # hung (stopped, not dead): the connection is open and nothing answers
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                samples = await scrape(registry)
+                assert time.monotonic() - started < 5  # inside Prometheus's scrape timeout
+                assert value(samples, "eventbus_redis_up") == 0
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            await wait_for(lambda: scrape_up(registry), message="the collector to reconnect")
             server.kill()
             started = time.monotonic()
             samples = await scrape(registry)
-            assert time.monotonic() - started < 5  # well inside Prometheus's scrape timeout
+            assert time.monotonic() - started < 5
             assert value(samples, "eventbus_redis_up") == 0
             assert "eventbus_stream_length" not in names(samples)  # unknown, not a made-up 0
             assert value(samples, "eventbus_events_published_total",
                          stream="jobs", type="Job", outcome="ok") == 1  # fmt: skip
+            with pytest.raises(PublishError):
+                await bus.publish(Job(n=2))
+            assert value(await scrape(registry), "eventbus_events_published_total",
+                         stream="jobs", type="Job", outcome="error") == 1  # fmt: skip
             server.start()
             await wait_for(lambda: scrape_up(registry), message="the collector to reconnect")
         finally:
@@ -281,6 +298,16 @@ async def test_schedule_fires_and_times(bus: EventBus, registry: CollectorRegist
     assert upcoming > last
     assert value(samples, "eventbus_schedule_fires_total",
                  schedule="every-second", outcome="error") == 0  # fmt: skip
+
+    # every collector reports the schedules schedulers ran (from the schedule index), so
+    # with all schedulers stopped a worker's collector still shows the missed next tick
+    workers_only = CollectorRegistry()
+    collector_in(workers_only, bus, cache_s=0)
+    later = await scrape(workers_only)
+    assert value(later, "eventbus_schedule_next_fire_timestamp_seconds",
+                 schedule="every-second") >= upcoming  # fmt: skip
+    assert ("eventbus_schedule_fires_total", frozenset({("schedule", "every-second"),
+            ("outcome", "fired")})) not in later  # fmt: skip
 
 
 def get(url: str) -> str | None:

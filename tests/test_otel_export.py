@@ -87,6 +87,7 @@ async def test_run_with_otel_exports_consumer_spans_and_their_children(
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
             "OTEL_BSP_SCHEDULE_DELAY": "100",  # export every 0.1 s, not 5 s
+            "OTEL_SERVICE_NAME": "shop-worker",  # wins over --service, as operators expect
         },
     )  # fmt: skip
 
@@ -109,7 +110,7 @@ async def test_run_with_otel_exports_consumer_spans_and_their_children(
     await wait_for(exported, timeout=30, message="spans at the OTLP receiver")
     assert worker.poll() is None, output_of(worker)
     assert set(receiver.paths) == {"/v1/traces"}
-    assert {service for service, _ in receiver.spans} == {"shop"}
+    assert {service for service, _ in receiver.spans} == {"shop-worker"}
 
     processing = receiver.named("orders process")
     groups = {attributes(s)["messaging.consumer.group.name"] for s in processing}
@@ -127,3 +128,18 @@ async def test_run_with_otel_exports_consumer_spans_and_their_children(
     assert forward.kind == SpanProto.SpanKind.SPAN_KIND_PRODUCER
     assert forward.trace_id == accept.trace_id
     assert forward.parent_span_id == accept.span_id
+
+
+def test_the_standard_variables_name_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus.tracing import resource_attributes
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert resource_attributes("shop") == {"service.name": "shop"}
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+    assert resource_attributes("shop") == {"service.name": "shop"}
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=billing,team=x")
+    assert resource_attributes("shop") == {}
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop-scheduler")
+    assert resource_attributes("shop") == {}

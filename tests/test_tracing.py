@@ -69,6 +69,26 @@ async def test_publish_and_process_spans_are_parent_and_child(
     assert dict(producer.attributes or {})["messaging.operation.type"] == "send"
 
 
+async def test_sync_handlers_run_inside_the_delivery_span(
+    bus: EventBus, spans: InMemorySpanExporter
+) -> None:
+    router = Router()
+    tracer = trace.get_tracer("test")
+
+    @router.subscribe(name="threaded")
+    def handle(event: Job) -> None:  # runs in the handler's thread pool
+        with tracer.start_as_current_span("thread work"):
+            pass
+
+    async with running_worker(bus, router):
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: by_name(spans, "thread work"))
+    [consumer] = by_name(spans, "jobs process")
+    [work] = by_name(spans, "thread work")
+    assert work.parent is not None and work.parent.span_id == consumer.context.span_id
+    assert work.context.trace_id == consumer.context.trace_id
+
+
 async def test_errors_are_recorded_and_retries_traced(
     bus: EventBus, spans: InMemorySpanExporter
 ) -> None:

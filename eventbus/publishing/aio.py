@@ -14,7 +14,14 @@ from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.publishing.core import Outcome, Prepared, Request, send_batch
-from eventbus.publishing.outbox import Outbox, Pending, PublishStats, record, to_retry
+from eventbus.publishing.outbox import (
+    Outbox,
+    Pending,
+    PublishStats,
+    record,
+    record_failure,
+    to_retry,
+)
 
 log = logging.getLogger("eventbus.publish")
 
@@ -44,7 +51,12 @@ async def send(
     items: Sequence[Prepared], io: IO, stats: PublishStats, method: str
 ) -> list[Outcome]:
     started = time.perf_counter()
-    outcomes = await drive(send_batch(items), io)
+    try:
+        outcomes = await drive(send_batch(items), io)
+    except BaseException:
+        stats.observe(method, time.perf_counter() - started)
+        record_failure(items, stats)
+        raise
     stats.observe(method, time.perf_counter() - started)
     record(items, outcomes, stats)
     return outcomes

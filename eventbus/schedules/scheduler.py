@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 if cursor is None:
+                    await self._register(spec)
                     cursor = await self._last_tick(spec) or datetime.now(UTC)
                 if not warned:
                     warned = await self._check_name_clash(spec)
@@ -200,6 +202,12 @@ class Scheduler:
             [iso(tick), iso(datetime.now(UTC)), iso(upcoming), written, duplicates,
              0 if fire else 1, spec.spec, spec.tz_name, error],
         )  # fmt: skip
+        await self._register(spec)
+
+    async def _register(self, spec: ScheduleSpec) -> None:
+        """Note in the schedule index that a scheduler runs `spec` (every collector then
+        reports its state, so a schedule whose schedulers all stopped still alerts)."""
+        await self.bus.redis.zadd(self.bus.keys.schedule_index(), {spec.name: time.time()})
 
     async def _fire(self, spec: ScheduleSpec, tick: datetime) -> tuple[int, int, str]:
         """Call the function once, publish all it returned; (written, duplicates, error)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -564,7 +565,12 @@ class GroupConsumer:
                 async with asyncio.timeout(spec.timeout_s):
                     await awaitable
             return
-        future = asyncio.get_running_loop().run_in_executor(self._executor, spec.call, event, ctx)
+        # the handler's thread runs in a copy of this task's context: the delivery's span
+        # is current there too, so its own spans and publishes join the trace
+        run = contextvars.copy_context().run
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, run, spec.call, event, ctx
+        )
         if spec.timeout_s is None:
             await future
             return
@@ -620,7 +626,6 @@ class GroupConsumer:
         return self._lease_ms - int(delay * 1000)
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> None:
-        self.stats.errors += 1
         if self._claims is not None:
             if delivery.overrun is not None:
                 self._claims.hold(delivery)  # its thread still runs: keep the key claimed
@@ -640,6 +645,7 @@ class GroupConsumer:
                 tb=traceback_tail(exc),
             )
             return
+        self.stats.errors += 1  # a failed attempt to retry (a last one counts as dead)
         idle_ms = self._retry_idle_ms(delivery)
         log.warning(
             "%s: %s failed on attempt %d of %d, retrying in %.1fs: %s",

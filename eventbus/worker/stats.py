@@ -11,7 +11,7 @@ from eventbus.metrics import AGE_BUCKETS, Histogram
 class GroupStats:
     ok: int = 0  # handled successfully (including after retries)
     retried_ok: int = 0  # of those, succeeded on a later attempt
-    errors: int = 0  # handler failures (each failed attempt)
+    errors: int = 0  # failed attempts that will be retried (a last failure counts as dead)
     dead: int = 0  # moved to the dead-letter stream
     skipped: int = 0  # acked without running (another group's redelivery, other types)
     reclaimed: int = 0  # entries claimed by XAUTOCLAIM (retries and crash recovery)
