@@ -19,6 +19,7 @@ import msgspec
 from eventbus.bus import EventBus
 from eventbus.envelope import Envelope, parse_fields
 from eventbus.errors import DecodeError, EventBusError
+from eventbus.scripts import SCRIPTS
 from eventbus.status import GroupInfo, StreamInfo, stream_info
 
 Fields = dict[str, Any]
@@ -165,12 +166,33 @@ class StreamDetail:
     stream: StreamInfo
     memory_bytes: int | None
     groups: list[GroupDetail] = field(default_factory=list)
+    dead_letters_exact: bool = True  # False: counted per group over the first DLQ_SCAN
+
+
+DLQ_SCAN = 100_000
+
+
+async def _dead_by_group(bus: EventBus, stream: str) -> tuple[dict[str, int], bool]:
+    """Dead letters per group, read in pages, over at most DLQ_SCAN entries."""
+    counts: dict[str, int] = {}
+    cursor, seen = "-", 0
+    while seen < DLQ_SCAN:
+        batch = await _redis(bus).xrange(bus.keys.dlq(stream), cursor, "+", count=5000)
+        for _, fields in batch:
+            group = _text(fields.get(b"dlq_group", b"?"))
+            counts[group] = counts.get(group, 0) + 1
+        seen += len(batch)
+        if len(batch) < 5000:
+            return counts, True
+        cursor = "(" + _text(batch[-1][0])
+    return counts, False
 
 
 async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
     """The stream, then each group with its consumers and oldest pending entry."""
     await require_stream(bus, stream)
-    info = await stream_info(bus.redis, bus.keys, stream)
+    info = await stream_info(bus.redis, bus.keys, stream, dlq_scan=0)
+    dead, exact = await _dead_by_group(bus, stream)
     key = info.key
     pipe = _redis(bus).pipeline(transaction=False)
     pipe.memory_usage(key, samples=0)
@@ -183,10 +205,9 @@ async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
     groups = []
     for i, g in enumerate(info.groups):
         consumers, summary = replies[1 + 2 * i : 3 + 2 * i]
-        groups.append(_group_detail(g, consumers, summary, info.dead_by_group, now))
-    return StreamDetail(
-        info, None if isinstance(memory, Exception) or memory is None else int(memory), groups
-    )
+        groups.append(_group_detail(g, consumers, summary, dead, now))
+    memory_bytes = None if isinstance(memory, Exception) or memory is None else int(memory)
+    return StreamDetail(info, memory_bytes, groups, exact)
 
 
 def _group_detail(
@@ -219,7 +240,7 @@ def _group_detail(
 
 async def require_group(bus: EventBus, stream: str, group: str) -> GroupInfo:
     await require_stream(bus, stream)
-    info = await stream_info(bus.redis, bus.keys, stream)
+    info = await stream_info(bus.redis, bus.keys, stream, dlq_scan=0)
     for g in info.groups:
         if g.name == group:
             return g
@@ -298,13 +319,50 @@ def decode_entry(entry_id: Any, raw: Any) -> Entry:
             payload = msgspec.json.decode(envelope.data)
     except msgspec.DecodeError as exc:
         return Entry(sid, fields, envelope, None, f"payload does not decode: {exc}")
-    return Entry(sid, fields, envelope, payload, None)
+    return Entry(sid, fields, envelope, jsonable(payload), None)
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with what JSON cannot hold (bytes, as msgpack may carry, also as map
+    keys; non-string keys) turned into text."""
+    if isinstance(value, dict):
+        return {_key(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return _field_text(bytes(value))
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes | bytearray):
+        return str(_field_text(bytes(key)))
+    return str(key)
 
 
 def _matches(entry: Entry, types: Sequence[str], key: str | None) -> bool:
     if types and entry.type not in types:
         return False
     return key is None or entry.key == key
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    entries: list[Entry]  # oldest first
+    follow_after: str  # following from here misses nothing and repeats nothing
+    limit_reached: bool  # the filters' scan stopped at its limit with fewer than asked
+
+
+MAX_SEQ = 2**64 - 1
+
+
+def _before(entry_id: str) -> str:
+    ms, seq = _parse_id(entry_id)
+    if seq:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{MAX_SEQ}" if ms else "0-0"
 
 
 async def tail(
@@ -316,25 +374,20 @@ async def tail(
     types: Sequence[str] = (),
     key: str | None = None,
     scan_limit: int = 100_000,
-) -> list[Entry]:
+) -> Tail:
     """The last `count` entries (oldest first) matching the filters; with `start`, the
     first `count` from that id on. Filtering looks at up to `scan_limit` entries."""
     await require_stream(bus, stream)
+    if start is not None:
+        return await _tail_from(
+            bus, stream, start, count=count, types=types, key=key, scan_limit=scan_limit
+        )
     skey = bus.keys.stream(stream)
+    newest = await _last_generated(bus, stream)  # read up to here, follow from here
     found: list[Entry] = []
     scanned = 0
     page = max(count, 100) if (types or key) else count
-    if start is not None:
-        cursor = start
-        while len(found) < count and scanned < scan_limit:
-            batch = await _redis(bus).xrange(skey, cursor, "+", count=page)
-            if not batch:
-                break
-            scanned += len(batch)
-            found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
-            cursor = "(" + _text(batch[-1][0])
-        return found[:count]
-    cursor = "+"
+    cursor = newest
     while len(found) < count and scanned < scan_limit:
         batch = await _redis(bus).xrevrange(skey, cursor, "-", count=page)
         if not batch:
@@ -342,7 +395,30 @@ async def tail(
         scanned += len(batch)
         found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
         cursor = "(" + _text(batch[-1][0])
-    return list(reversed(found[:count]))
+    limit = scanned >= scan_limit and len(found) < count
+    return Tail(list(reversed(found[:count])), newest, limit)
+
+
+async def _tail_from(
+    bus: EventBus, stream: str, start: str, *, count: int, types: Sequence[str],
+    key: str | None, scan_limit: int,
+) -> Tail:  # fmt: skip
+    skey = bus.keys.stream(stream)
+    found: list[Entry] = []
+    scanned = 0
+    after = _before(start)
+    page = max(count, 100) if (types or key) else count
+    while len(found) < count and scanned < scan_limit:
+        batch = await _redis(bus).xrange(skey, "(" + after, "+", count=page)
+        if not batch:
+            break
+        scanned += len(batch)
+        found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
+        after = _text(batch[-1][0])
+    if len(found) >= count and found:
+        after = found[count - 1].id  # follow on after the last one shown
+    limit = scanned >= scan_limit and len(found) < count
+    return Tail(found[:count], after, limit)
 
 
 def _decode_pair(pair: Any) -> Entry:
@@ -385,18 +461,22 @@ async def get_entry(bus: EventBus, stream: str, entry_id: str) -> Entry:
 @dataclass(frozen=True, slots=True)
 class DeliveryState:
     group: str
-    state: str  # unread | pending | acknowledged | dead-lettered | not for this group
+    # unread | pending | passed (acknowledged, or skipped by the group: created after the
+    # entry, or reset past it) | dead-lettered | not for this group (targeted elsewhere)
+    state: str
     consumer: str | None = None
     deliveries: int | None = None
     idle_s: float | None = None
     dead_letter_id: str | None = None
+    target: str | None = None
 
 
 async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[DeliveryState]:
     """Where the entry stands in each group of the stream."""
-    info = await stream_info(bus.redis, bus.keys, stream)
+    info = await stream_info(bus.redis, bus.keys, stream, dlq_scan=0)
     key = info.key
-    dead = {d.group: d.id for d in await dead_letters(bus, stream) if d.stream_id == entry.id}
+    dead = {d.group: d.id for d in await dead_letters(bus, stream, ids=[entry.id])
+            if d.stream_id == entry.id}  # fmt: skip
     target = entry.envelope.target if entry.envelope else entry.fields.get("target")
     pipe = _redis(bus).pipeline(transaction=False)
     for g in info.groups:
@@ -405,7 +485,7 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
     states = []
     for g, pending in zip(info.groups, pendings, strict=True):
         if target and target != g.name:
-            states.append(DeliveryState(g.name, f"not for this group (targeted at {target})"))
+            states.append(DeliveryState(g.name, "not for this group", target=target))
         elif isinstance(pending, list) and pending:
             p = pending[0]
             states.append(DeliveryState(
@@ -417,7 +497,7 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
         elif _parse_id(entry.id) > _parse_id(g.last_delivered_id):
             states.append(DeliveryState(g.name, "unread"))
         else:
-            states.append(DeliveryState(g.name, "acknowledged"))
+            states.append(DeliveryState(g.name, "passed"))
     return states
 
 
@@ -430,7 +510,8 @@ class PendingEntry:
     consumer: str
     idle_s: float
     deliveries: int
-    type: str | None  # None when the entry is gone from the stream
+    type: str | None  # None when the entry has no type field, or is gone
+    gone: bool = False  # no longer in the stream (trimmed or deleted)
 
 
 async def pending_entries(
@@ -458,8 +539,8 @@ async def pending_entries(
     for row, entries in zip(rows, found, strict=True):
         type_name = None
         if entries:
-            fields = entries[0][1]
-            type_name = _text(fields.get(b"type", b"?"))
+            raw_type = entries[0][1].get(b"type")
+            type_name = None if raw_type is None else _text(raw_type)
         out.append(
             PendingEntry(
                 id=_text(row["message_id"]),
@@ -467,6 +548,7 @@ async def pending_entries(
                 idle_s=int(row["time_since_delivered"]) / 1000,
                 deliveries=int(row["times_delivered"]),
                 type=type_name,
+                gone=not entries,
             )
         )
     return out
@@ -563,31 +645,45 @@ async def dead_letters(
 class Redriven:
     dead_letter_id: str
     group: str | None
-    new_id: str | None  # None on a dry run
+    new_id: str | None  # None on a dry run, or when gone
+    gone: bool = False  # redriven (or purged) by someone else meanwhile: nothing written
 
 
 async def redrive(
     bus: EventBus, stream: str, letters: Sequence[DeadLetter], *, dry_run: bool = False
 ) -> list[Redriven]:
     """Write each dead letter back to its stream, targeted at the group that failed it
-    (others skip it), and delete it from the dead-letter stream: both in one MULTI/EXEC
-    (the two keys share a hash slot), so an entry is never lost nor doubled."""
-    out = []
+    (others skip it), and delete it from the dead-letter stream, in one script per letter
+    (the two keys share a hash slot): a letter redriven twice at once is written once.
+
+    The whole selection is checked first (each names a group, and that group exists on
+    the stream); nothing is changed when one fails the check."""
+    groups = {g.name for g in (await stream_info(_redis(bus), bus.keys, stream, dlq_scan=0)).groups}
     for dead in letters:
         if dead.group is None:
             raise EventBusError(
-                f"dead letter {dead.id} names no group (no dlq_group field): cannot target it"
+                f"dead letter {dead.id} names no group (no dlq_group field), so it cannot "
+                "be targeted; nothing was redriven (leave it out with --id)"
             )
+        if dead.group not in groups:
+            raise EventBusError(
+                f"dead letter {dead.id} is for group {dead.group!r}, which stream {stream!r} "
+                "no longer has: every group would skip it; nothing was redriven (start a "
+                "worker for that group first, or leave it out with --group/--id)"
+            )
+    out = []
+    for dead in letters:
         if dry_run:
             out.append(Redriven(dead.id, dead.group, None))
             continue
-        fields: dict[str, Any] = dict(dead.original_fields)
-        fields["target"] = dead.group
-        pipe = _redis(bus).pipeline(transaction=True)
-        pipe.xadd(bus.keys.stream(stream), fields)
-        pipe.xdel(bus.keys.dlq(stream), dead.id)
-        new_id, _ = await pipe.execute()
-        out.append(Redriven(dead.id, dead.group, _text(new_id)))
+        fields: list[Any] = [x for pair in dead.original_fields for x in pair]
+        fields += ["target", dead.group]
+        new_id = await bus.wire.script(
+            SCRIPTS.redrive, [bus.keys.stream(stream), bus.keys.dlq(stream)], [dead.id, *fields]
+        )
+        out.append(
+            Redriven(dead.id, dead.group, _text(new_id) if new_id else None, gone=not new_id)
+        )
     return out
 
 
@@ -622,7 +718,8 @@ class ResetPlan:
     to_id: str
     redeliver: int  # entries after to_id up to from_id (read again)
     skip: int  # entries after from_id up to to_id (never read)
-    pending: int  # left as they are: reset does not touch the pending list
+    pending: int  # the group's pending entries
+    repending: int  # of those, after to_id: read again, their delivery counts restarting
     capped: bool  # counting stopped at the cap (figures are lower bounds)
     applied: bool
 
@@ -642,13 +739,24 @@ async def _count_between(
     return counted, True
 
 
+async def _last_generated(bus: EventBus, stream: str) -> str:
+    info = await _redis(bus).xinfo_stream(bus.keys.stream(stream))
+    return _text(info["last-generated-id"])
+
+
 async def resolve_position(bus: EventBus, stream: str, to: str) -> str:
-    """An id for `to`: ``beginning`` (0-0), ``end`` (the last entry), or an id."""
+    """An id for `to`: ``beginning`` (0-0), ``end`` (the last id the stream generated),
+    or an id, which must not lie beyond that (the group would miss new entries)."""
     if to == "beginning":
         return "0-0"
+    last = await _last_generated(bus, stream)
     if to == "end":
-        last = await _redis(bus).xrevrange(bus.keys.stream(stream), count=1)
-        return _text(last[0][0]) if last else "0-0"
+        return last
+    if _parse_id(to) > _parse_id(last):
+        raise EventBusError(
+            f"{to} lies beyond stream {stream!r}'s last entry ({last}): the group would skip "
+            "every entry added until then; use --to end to skip to the newest entry"
+        )
     return to
 
 
@@ -657,20 +765,29 @@ async def reset_group(
     cap: int = 1_000_000,
 ) -> ResetPlan:  # fmt: skip
     """Move the group's last-delivered id to `to` (XGROUP SETID): back to replay entries,
-    forward to skip them. Pending entries stay pending (their consumers still own them)."""
+    forward to skip them. Pending entries at or before `to` stay with their consumers;
+    those after it are read again, which hands them to the reader and restarts their
+    delivery counts (Redis's XREADGROUP does that): `repending` counts them."""
     g = await require_group(bus, stream, group)
     key = bus.keys.stream(stream)
     target = await resolve_position(bus, stream, to)
     current = g.last_delivered_id
-    redeliver = skip = 0
+    redeliver = skip = repending = 0
     capped = False
     if _parse_id(target) < _parse_id(current):
         redeliver, capped = await _count_between(bus, key, target, current, cap)
+        if g.pending:
+            after = await _redis(bus).xpending_range(
+                key, group, min="(" + target, max="+", count=min(cap, g.pending)
+            )
+            repending = len(after)
     elif _parse_id(target) > _parse_id(current):
         skip, capped = await _count_between(bus, key, current, target, cap)
     if not dry_run:
         await _redis(bus).xgroup_setid(key, group, target)
-    return ResetPlan(group, current, target, redeliver, skip, g.pending, capped, not dry_run)
+    return ResetPlan(
+        group, current, target, redeliver, skip, g.pending, repending, capped, not dry_run
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,10 +807,15 @@ async def delete_consumer(
     *,
     claim_to: str | None = None,
     dry_run: bool = False,
+    force: bool = False,
+    active_s: float = 30.0,
 ) -> ConsumerRemoval:
     """Delete a consumer from a group. Its pending entries would be lost to the group's
     bookkeeping, so it refuses while it owns any, unless `claim_to` takes them first
-    (XCLAIM ... JUSTID: delivery counts are kept)."""
+    (XCLAIM ... JUSTID: delivery counts are kept); the deletion itself is one script that
+    deletes only a consumer owning nothing. A consumer seen in the last `active_s`
+    seconds is probably a running worker (it would take new entries, and come back on
+    its next read): refused unless `force`."""
     await require_group(bus, stream, group)
     key = bus.keys.stream(stream)
     consumers = {_text(c["name"]): c for c in await _redis(bus).xinfo_consumers(key, group)}
@@ -709,12 +831,24 @@ async def delete_consumer(
         )
     if claim_to == consumer:
         raise EventBusError("--claim-to names the consumer being deleted; choose another")
+    idle_s = int(consumers[consumer]["idle"]) / 1000
+    if idle_s < active_s and not force:
+        raise EventBusError(
+            f"consumer {consumer!r} was active {idle_s:.1f}s ago: it is probably a running "
+            "worker, which would take new entries and re-create itself on its next read; "
+            "stop it first (or pass --force)"
+        )
     claimed = 0
     if dry_run:
         return ConsumerRemoval(consumer, pending, claim_to, pending if claim_to else 0, False)
     if pending and claim_to is not None:
         claimed = await _claim_all(bus, key, group, consumer, claim_to)
-    await _redis(bus).xgroup_delconsumer(key, group, consumer)
+    deleted = await bus.wire.script(SCRIPTS.delete_consumer, [key], [group, consumer])
+    if not int(deleted):
+        raise EventBusError(
+            f"consumer {consumer!r} took new entries meanwhile (is it running?); it was not "
+            "deleted: stop it, then run this again"
+        )
     return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
 
 

@@ -114,14 +114,24 @@ async def trim_stream(
     if cut is None or not first or cut <= parse_id(first[0]):
         return TrimReport(settings.name, length, 0, None, reason, needs)
     if dry_run:
-        doomed = await client.xrange(key, "-", f"({format_id(cut)}", count=length) or []
-        removed = len(doomed)
+        removed = await _count_before(client, key, format_id(cut))
     elif await _groups_changed(client, key, needs):
         # a group appeared (or went) since we looked: it may need older entries
         return TrimReport(settings.name, length, 0, None, "groups changed; next run", needs)
     else:
         removed = int(await client.xtrim(key, minid=format_id(cut), approximate=False))
     return TrimReport(settings.name, length, removed, cut, reason, needs)
+
+
+async def _count_before(client: Redis, key: str, cut: str, page: int = 10_000) -> int:
+    """Entries with ids below `cut`, counted in pages (a dry run must not load them all)."""
+    counted, cursor = 0, "-"
+    while True:
+        batch: Any = await client.xrange(key, cursor, f"({cut}", count=page)
+        counted += len(batch)
+        if len(batch) < page:
+            return counted
+        cursor = "(" + _text(batch[-1][0])
 
 
 async def _groups_changed(client: Redis, key: str, needs: list[GroupNeed]) -> bool:

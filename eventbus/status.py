@@ -68,7 +68,7 @@ async def stream_info(
     dlq_key = keys.dlq(stream)
     dlq_length = int(await client.xlen(dlq_key))
     dead: Counter[str] = Counter()
-    if dlq_length:
+    if dlq_length and dlq_scan:
         entries: Any = await client.xrange(dlq_key, count=dlq_scan)
         for _, fields in entries:
             dead[_text(fields.get(b"dlq_group", b"?"))] += 1

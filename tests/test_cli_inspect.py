@@ -24,7 +24,7 @@ import pytest
 
 from eventbus import Backoff, EventBus, Router
 from eventbus.cli.main import build_parser
-from eventbus.testing import running_worker, wait_for
+from eventbus.testing import RedisServer, running_worker, wait_for
 from tests.apps.events import Job
 from tests.helpers import group_state, pending_count
 
@@ -195,7 +195,7 @@ async def test_show_tells_where_an_entry_stands_in_each_group(world: World) -> N
     assert shown["payload"] == {"n": 3, "payload": ""}
     assert shown["envelope"]["type"] == "Job" and shown["envelope"]["source"] == "test"
     states = {g["group"]: g for g in shown["groups"]}
-    assert states["test.ok"]["state"] == "acknowledged"
+    assert states["test.ok"]["state"] == "passed"  # acknowledged (or skipped)
     assert states["test.fails"]["state"] == "dead-lettered"
     assert states["test.fails"]["dead_letter_id"]
     assert states["test.stuck"]["state"] == "unread"
@@ -256,8 +256,9 @@ async def test_dlq_ls_show_and_redrive_to_the_group_that_failed(world: World) ->
     redriven = await cli_json(world, "show", "jobs", new_id)
     assert redriven["envelope"]["target"] == "test.fails"
     assert redriven["envelope"]["id"] == poison["event"]["envelope"]["id"]  # the same event
-    states = {g["group"]: g["state"] for g in redriven["groups"]}
-    assert states["test.ok"].startswith("not for this group")
+    states = {g["group"]: g for g in redriven["groups"]}
+    assert states["test.ok"]["state"] == "not for this group"
+    assert states["test.ok"]["target"] == "test.fails"
 
     handled: dict[str, list[int]] = {"ok": [], "fails": []}
     router = Router()
@@ -313,13 +314,32 @@ async def test_group_reset_replays_and_asks_before_skipping(world: World) -> Non
     assert "11 unread entries are skipped" in text
     assert "2 pending entries stay pending" in text
 
+    # back over pending entries: reading them again would reset their delivery counts
+    failed_cleanly(run(world, "group", "reset", "jobs", "test.stuck", "--to", "beginning"),
+                   "restarts their delivery counts")  # fmt: skip
+    # beyond the stream's last entry: the group would miss what comes next
+    failed_cleanly(run(world, "group", "reset", "jobs", "test.ok", "--to",
+                       "2100-01-01T00:00:00Z"), "lies beyond stream 'jobs'")  # fmt: skip
+    failed_cleanly(run(world, "group", "reset", "jobs", "test.ok", "--to", "1969-01-01"),
+                   "before 1970")  # fmt: skip
+    # a time: entries from that millisecond on come next, the first of them included
+    first_ms = int(world.ids["job0"].split("-")[0])
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(first_ms / 1000))
+    stamp += f".{first_ms % 1000:03d}Z"
+    code, text = await cli(world, "group", "reset", "jobs", "test.ok", "--to", stamp,
+                           "--dry-run")  # fmt: skip
+    assert "10 entries will be delivered again" in text  # job0 (at that ms) to job9
+
 
 async def test_delete_consumer_refuses_to_drop_pending_entries(world: World) -> None:
     key = world.bus.keys.stream("jobs")
     failed_cleanly(run(world, "group", "delete-consumer", "jobs", "test.stuck", "c1"),
                    "owns 2 pending entries")  # fmt: skip
+    # c1 read a moment ago: probably a running worker
+    failed_cleanly(run(world, "group", "delete-consumer", "jobs", "test.stuck", "c1",
+                       "--claim-to", "c2"), "was active")  # fmt: skip
     code, text = await cli(world, "group", "delete-consumer", "jobs", "test.stuck", "c1",
-                           "--claim-to", "c2")  # fmt: skip
+                           "--claim-to", "c2", "--force")  # fmt: skip
     assert code == 0 and "2 pending entries handed to c2" in text
     consumers = {c["name"].decode(): c for c in
                  await world.bus.redis.xinfo_consumers(key, "test.stuck")}  # fmt: skip
@@ -339,6 +359,82 @@ async def test_trim_stops_at_what_a_group_still_needs(world: World) -> None:
     assert await world.bus.redis.xlen(world.bus.keys.stream("jobs")) == 0
 
 
+async def test_redrive_writes_each_dead_letter_once_and_checks_first(world: World) -> None:
+    from eventbus import inspection as ins
+
+    letters = await ins.dead_letters(world.bus, "jobs", group="test.fails")
+    assert len(letters) == 2
+    # two operators redriving the same letters at once: each is written back once
+    first, second = await asyncio.gather(ins.redrive(world.bus, "jobs", letters),
+                                         ins.redrive(world.bus, "jobs", letters))  # fmt: skip
+    outcomes = [r.gone for r in first] + [r.gone for r in second]
+    assert sorted(outcomes) == [False, False, True, True]
+    assert await world.bus.redis.xlen(world.bus.keys.stream("jobs")) == 15
+
+    # a letter for a group the stream no longer has: refused, nothing changed
+    await world.bus.redis.xgroup_destroy(world.bus.keys.stream("jobs"), "test.ok")
+    failed_cleanly(run(world, "dlq", "redrive", "jobs", "--all"), "no longer has")
+    assert await world.bus.redis.xlen(world.bus.keys.dlq("jobs")) == 1
+    assert await world.bus.redis.xlen(world.bus.keys.stream("jobs")) == 15
+
+
+async def test_odd_entries_do_not_break_the_readers(world: World) -> None:
+    import msgspec
+
+    key = world.bus.keys.stream("jobs")
+    odd = {
+        "msgpack-bytes-keys": {"type": "Job", "ct": "application/msgpack",
+                               "data": msgspec.msgpack.encode({b"binkey": b"\xff\x00"})},
+        "binary-type": {"type": b"\xff\xfe", "data": b"{}"},
+        "no-data": {"type": "Job"},
+    }  # fmt: skip
+    ids = {name: (await world.bus.redis.xadd(key, fields)).decode()  # type: ignore[arg-type]
+           for name, fields in odd.items()}  # fmt: skip
+    code, text = await cli(world, "tail", "jobs", "-n", "3", "--json")
+    assert code == 0
+    lines = {e["id"]: e for e in map(json.loads, text.splitlines())}
+    assert lines[ids["msgpack-bytes-keys"]]["payload"] == {"binkey": "b'\\xff\\x00'"}
+    assert "no 'data' field" in lines[ids["no-data"]]["error"]
+    code, text = await cli(world, "tail", "jobs", "-n", "3")
+    assert code == 0 and "undecodable" in text
+    for entry_id in ids.values():
+        assert (await cli(world, "show", "jobs", entry_id))[0] == 0
+    assert (await cli(world, "pending", "jobs", "test.stuck"))[0] == 0
+
+
+async def test_tail_follows_from_where_it_read_and_says_when_a_filter_gave_up(
+    world: World,
+) -> None:
+    from eventbus import inspection as ins
+
+    found = await ins.tail(world.bus, "jobs", count=2)
+    assert [e.id for e in found.entries] == [world.ids["undecodable"], world.ids["redis-cli"]]
+    assert found.follow_after == world.ids["redis-cli"] and not found.limit_reached
+    some = await ins.tail(world.bus, "jobs", count=2, start=world.ids["job1"])
+    assert some.follow_after == world.ids["job2"]  # following goes on after the last shown
+    nothing = await ins.tail(world.bus, "jobs", count=5, types=["Nope"], scan_limit=5)
+    assert nothing.entries == [] and nothing.limit_reached
+
+
+async def test_publish_refuses_what_it_cannot_write_faithfully(world: World) -> None:
+    failed_cleanly(run(world, "publish", "new stream", "Job", "--data", "{}"),
+                   "invalid stream name")  # fmt: skip
+    failed_cleanly(run(world, "publish", "jobs", "Job", "--data", '{"a": NaN}'),
+                   "NaN, which JSON does not allow")  # fmt: skip
+    assert await world.bus.redis.xlen(world.bus.keys.stream("jobs")) == 13
+
+
+def test_a_closed_pipe_is_not_an_error(world: World) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "EVENTBUS_REDIS_URL"}
+    result = subprocess.run(
+        f"{sys.executable} -m eventbus.cli.main tail jobs -n 10 --redis-url {world.url} "
+        f"--prefix {world.prefix} | head -1",
+        shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.startswith(world.ids["job3"])
+    assert result.stderr == "", result.stderr
+
+
 # -- errors -----------------------------------------------------------------------------
 
 
@@ -353,6 +449,7 @@ def test_errors_are_one_line_with_the_fix(world: World) -> None:
         (["tail", "jobs", "--from", "yesterday"], "neither a stream id nor a time"),
         (["pending", "jobs", "g", "--idle", "soon"], "'soon' is not a duration"),
         (["dlq", "redrive", "jobs"], "one of the arguments --id --all is required"),
+        (["dlq", "ls", "jobs", "--limit", "0"], "must be at least 1"),
     ):
         result = run(world, *argv)
         assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -473,3 +570,42 @@ def test_every_read_command_takes_json() -> None:
                if isinstance(a, argparse._SubParsersAction))  # fmt: skip
     for name in ("ls", "show"):
         assert "--json" in dlq.choices[name].format_help(), name
+
+
+async def test_top_keeps_going_while_redis_is_away(eventbus_prefix: str) -> None:
+    with RedisServer() as server:
+        bus = EventBus.from_url(server.url, service="test", prefix=eventbus_prefix)
+        try:
+            await bus.publish(Job(n=1))
+        finally:
+            await bus.aclose()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eventbus.cli.main", "top", "--json", "--interval", "0.2",
+            "--redis-url", server.url, "--prefix", eventbus_prefix,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+
+        async def next_view() -> dict[str, Any]:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert line, "top ended"
+            return dict(json.loads(line))
+
+        try:
+            assert "streams" in await next_view()
+            server.kill()
+            while "error" not in (view := await next_view()):
+                pass
+            assert "Redis unavailable" in view["error"]
+            server.start()
+            while "streams" not in (view := await next_view()):  # back, without a restart
+                pass
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.wait(), 15) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.stderr is not None
+        assert b"Traceback" not in await proc.stderr.read()

@@ -52,7 +52,9 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     select.add_argument("--group", metavar="G", help="only dead letters of this group")
 
     p = actions.add_parser("ls", parents=[common, select], help="list dead letters")
-    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    p.add_argument(
+        "--limit", type=o.positive, default=100, metavar="N", help="at most N (default 100)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
     p.set_defaults(handler=dlq_ls)
 
@@ -94,7 +96,7 @@ def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--to", required=True, type=_position, metavar="ID|TIME|beginning|end",
+    p.add_argument("--to", required=True, type=o.position, metavar="ID|TIME|beginning|end",
                    help="the new position: entries after it are delivered next")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask before skipping entries")
@@ -109,14 +111,10 @@ def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("group", metavar="GROUP")
     p.add_argument("consumer", metavar="CONSUMER")
     p.add_argument("--claim-to", metavar="OTHER", help="give its pending entries to OTHER first")
+    p.add_argument("--force", action="store_true",
+                   help="even if it was active in the last 30s (a running worker?)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     p.set_defaults(handler=group_delete_consumer)
-
-
-def _position(text: str) -> str:
-    if text in ("beginning", "end"):
-        return text
-    return o.id_or_time(text)
 
 
 def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
@@ -216,9 +214,13 @@ async def dlq_redrive(args: argparse.Namespace, out: TextIO | None = None) -> in
         done = await ins.redrive(bus, args.stream, letters, dry_run=args.dry_run)
     verb = "would redrive" if args.dry_run else "redrove"
     for r in done:
+        if r.gone:
+            out.write(f"{r.dead_letter_id} gone meanwhile (redriven or purged elsewhere)\n")
+            continue
         arrow = f" -> {r.new_id}" if r.new_id else ""
         out.write(f"{r.dead_letter_id}{arrow} for group {r.group}\n")
-    out.write(f"{verb} {len(done)} dead letter(s) of {args.stream!r}\n")
+    moved = sum(1 for r in done if not r.gone)
+    out.write(f"{verb} {moved} dead letter(s) of {args.stream!r}\n")
     return 0
 
 
@@ -248,6 +250,11 @@ async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> in
         if not args.dry_run and plan.skip:
             confirm(f"group {args.group!r} would skip {_n(plan.skip, plan.capped)} unread "
                     "entries, never delivering them", yes=args.yes)  # fmt: skip
+        if not args.dry_run and plan.repending:
+            confirm(f"{plan.repending} of group {args.group!r}'s pending entries lie after "
+                    "the new position: reading them again takes them from their consumers "
+                    "and restarts their delivery counts (a poison entry gets fresh "
+                    "attempts)", yes=args.yes)  # fmt: skip
         if not args.dry_run:
             plan = await ins.reset_group(bus, args.stream, args.group, plan.to_id)
     verb = "would move" if args.dry_run else "moved"
@@ -256,8 +263,12 @@ async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> in
         out.write(f"  {_n(plan.redeliver, plan.capped)} entries will be delivered again\n")
     if plan.skip:
         out.write(f"  {_n(plan.skip, plan.capped)} unread entries are skipped\n")
-    if plan.pending:
-        out.write(f"  {plan.pending} pending entries stay pending with their consumers\n")
+    if plan.repending:
+        out.write(f"  {plan.repending} pending entries after it will be read again, their "
+                  "delivery counts restarting at 1\n")  # fmt: skip
+    if plan.pending - plan.repending:
+        out.write(f"  {plan.pending - plan.repending} pending entries stay pending with "
+                  "their consumers\n")  # fmt: skip
     return 0
 
 
@@ -270,7 +281,7 @@ async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = N
     async with connected(args) as bus:
         r = await ins.delete_consumer(
             bus, args.stream, args.group, args.consumer, claim_to=args.claim_to,
-            dry_run=args.dry_run,
+            dry_run=args.dry_run, force=args.force,
         )  # fmt: skip
     prefix = "would delete" if args.dry_run else "deleted"
     claimed = f"; {r.claimed} pending entries handed to {r.claimed_to}" if r.claimed else ""

@@ -18,6 +18,7 @@ from eventbus.bus import EventBus
 from eventbus.cli import output as o
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
+from eventbus.keys import check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
 
@@ -65,7 +66,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--consumer", metavar="C", help="only this consumer's entries")
     p.add_argument("--idle", type=o.duration, default=0.0, metavar="DURATION",
                    help="only entries idle at least this long (e.g. 30s, 5m)")  # fmt: skip
-    p.add_argument("--limit", type=_positive, default=100, metavar="N",
+    p.add_argument("--limit", type=o.positive, default=100, metavar="N",
                    help="at most N entries (default 100)")  # fmt: skip
     p.set_defaults(handler=pending)
 
@@ -75,7 +76,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--follow, keep printing new events until Ctrl-C.",
     )  # fmt: skip
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument("-n", type=_non_negative, default=10, metavar="N",
+    p.add_argument("-n", type=o.non_negative, default=10, metavar="N",
                    help="how many events (default 10)")  # fmt: skip
     p.add_argument("--from", dest="start", type=o.id_or_time, metavar="ID|TIME",
                    help="the first N events from this id or ISO time (not the last N)")  # fmt: skip
@@ -110,23 +111,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    metavar="DURATION",
                    help="how long --key is remembered (default 10m; 0: no dedup)")  # fmt: skip
     p.set_defaults(handler=publish)
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -177,8 +161,8 @@ def _lag_cell(lag: int | None) -> o.Cell:
     return (o.count(lag), "yellow" if lag else None)
 
 
-def _dlq_cell(n: int) -> o.Cell:
-    return (o.count(n), "red" if n else None)
+def _dlq_cell(n: int, *, exact: bool = True) -> o.Cell:
+    return (o.count(n) if exact else f"≥{o.count(n)}", "red" if n else None)
 
 
 # -- info -------------------------------------------------------------------------------
@@ -205,7 +189,8 @@ async def info(args: argparse.Namespace, out: TextIO | None = None) -> int:
     o.table(
         ["GROUP", "CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "OLDEST PENDING", "DEAD"],
         [[g.name, str(len(g.consumers)), o.count(g.pending), _lag_cell(g.lag),
-          g.last_delivered_id, o.ago(g.oldest_pending_age_s), _dlq_cell(g.dead_letters)]
+          g.last_delivered_id, o.ago(g.oldest_pending_age_s),
+          _dlq_cell(g.dead_letters, exact=detail.dead_letters_exact)]
          for g in detail.groups],
         out, colour=colour, right=(1, 2, 3, 5, 6),
     )  # fmt: skip
@@ -225,7 +210,7 @@ def _detail_json(detail: ins.StreamDetail) -> dict[str, Any]:
     return {
         "stream": s.name, "key": s.key, "length": s.length, "entries_added": s.entries_added,
         "first_id": s.first_id, "last_id": s.last_id, "dlq_length": s.dlq_length,
-        "memory_bytes": detail.memory_bytes,
+        "memory_bytes": detail.memory_bytes, "dead_letters_exact": detail.dead_letters_exact,
         "groups": [
             {
                 "group": g.name, "pending": g.pending, "lag": g.lag,
@@ -256,7 +241,8 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )  # fmt: skip
     if args.json:
         o.dump_json([{"id": p.id, "consumer": p.consumer, "idle_s": p.idle_s,
-                      "deliveries": p.deliveries, "type": p.type} for p in rows], out)  # fmt: skip
+                      "deliveries": p.deliveries, "type": p.type, "gone": p.gone}
+                     for p in rows], out)  # fmt: skip
         return 0
     if not rows:
         out.write(f"group {args.group!r} has no pending entries matching\n")
@@ -265,7 +251,8 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
         ["ID", "CONSUMER", "IDLE", "DELIVERIES", "TYPE"],
         [[p.id, p.consumer, o.ago(p.idle_s),
           (str(p.deliveries), "yellow" if p.deliveries > 1 else None),
-          p.type or ("(gone from the stream)", "dim")] for p in rows],
+          ("(gone from the stream)", "dim") if p.gone else p.type or ("(no type)", "red")]
+         for p in rows],
         out, colour=o.use_colour(out), right=(2, 3),
     )  # fmt: skip
     return 0
@@ -297,16 +284,19 @@ async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     colour = o.use_colour(out)
     async with connected(args) as bus:
-        entries = await ins.tail(
+        found = await ins.tail(
             bus, args.stream, count=args.n, start=args.start, types=args.types, key=args.key
         )
-        for entry in entries:
+        for entry in found.entries:
             _emit(entry, args.json, out, colour)
         out.flush()
+        if found.limit_reached:
+            sys.stderr.write(
+                f"eventbus: scanned 100,000 entries and found {len(found.entries)} of the "
+                f"{args.n} asked for; narrow the search with --from\n"
+            )
         if args.follow:
-            last: Any = await bus.redis.xrevrange(bus.keys.stream(args.stream), count=1)
-            after = last[0][0].decode() if last else "0-0"
-            await _follow(bus, args, after, out, colour)
+            await _follow(bus, args, found.follow_after, out, colour)
     return 0
 
 
@@ -370,26 +360,36 @@ async def show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-_STATE_COLOUR = {"acknowledged": "green", "pending": "yellow", "dead-lettered": "red",
+_STATE_COLOUR = {"passed": "green", "pending": "yellow", "dead-lettered": "red",
                  "unread": "blue"}  # fmt: skip
 
 
 def _state_text(s: ins.DeliveryState) -> str:
-    return f"{s.state} as {s.dead_letter_id}" if s.dead_letter_id else s.state
+    if s.dead_letter_id:
+        return f"dead-lettered as {s.dead_letter_id}"
+    if s.target:
+        return f"not for this group (targeted at {s.target})"
+    if s.state == "passed":
+        return "passed (acknowledged, or skipped)"
+    return s.state
 
 
 def _state_json(s: ins.DeliveryState) -> dict[str, Any]:
     return {"group": s.group, "state": s.state, "consumer": s.consumer,
             "deliveries": s.deliveries, "idle_s": s.idle_s,
-            "dead_letter_id": s.dead_letter_id}  # fmt: skip
+            "dead_letter_id": s.dead_letter_id, "target": s.target}  # fmt: skip
 
 
 # -- publish ----------------------------------------------------------------------------
 
 
+def _reject_constant(name: str) -> Any:
+    raise o.UsageError(f"--data holds {name}, which JSON does not allow; use null or a number")
+
+
 def _payload(text: str) -> bytes:
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise o.UsageError(
             f"--data is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
@@ -420,6 +420,7 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     if not args.type.strip():
         raise o.UsageError("TYPE must not be empty")
+    check_name("stream", args.stream)
     data = _payload(args.data)
     fields = field_list(
         type_name=args.type, data=data, source="eventbus-cli", key=args.key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -222,9 +223,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventBusError as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
         return 2
-    except (RedisError, OSError) as exc:
+    except BrokenPipeError:  # the reader went away (`eventbus tail ... | head`): not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (RedisError, ConnectionError, TimeoutError) as exc:
         print(f"eventbus: error: Redis failed the command: {exc or type(exc).__name__}",
               file=sys.stderr)  # fmt: skip
+        return 2
+    except OSError as exc:  # a file that cannot be written, and the like
+        print(f"eventbus: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -35,6 +35,23 @@ def stream_id(text: str) -> str:
     return f"{match[1]}-{match[2] or 0}"
 
 
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def positive(text: str) -> int:
+    value = non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def duration(text: str) -> float:
     """Seconds from ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a plain number."""
     match = _DURATION.match(text.strip())
@@ -57,11 +74,34 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+MAX_SEQ = 2**64 - 1
+
+
+def _time_ms(text: str) -> int:
+    ms = int(parse_time(text).timestamp() * 1000)
+    if ms < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is before 1970: stream ids start at 1970-01-01T00:00:00Z"
+        )
+    return ms
+
+
 def id_or_time(text: str) -> str:
     """A stream id, or a time turned into the first id at that millisecond."""
     if _ID.match(text.strip()):
         return stream_id(text)
-    return f"{int(parse_time(text).timestamp() * 1000)}-0"
+    return f"{_time_ms(text)}-0"
+
+
+def position(text: str) -> str:
+    """A group position: ``beginning``, ``end``, an id (entries after it come next), or a
+    time (entries from that time on come next: the id just before it)."""
+    if text in ("beginning", "end"):
+        return text
+    if _ID.match(text.strip()):
+        return stream_id(text)
+    ms = _time_ms(text)
+    return f"{ms - 1}-{MAX_SEQ}" if ms > 0 else "0-0"
 
 
 def id_ms(entry_id: str) -> int:

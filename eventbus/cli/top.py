@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from redis.exceptions import RedisError
+
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
@@ -29,7 +31,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--interval", type=o.duration, default=1.0, metavar="DURATION",
                    help="refresh period (default 1s)")  # fmt: skip
-    p.add_argument("--iterations", type=int, default=0, metavar="N",
+    p.add_argument("--iterations", type=o.non_negative, default=0, metavar="N",
                    help="stop after N refreshes (default: until Ctrl-C)")  # fmt: skip
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per refresh (one per line) instead")  # fmt: skip
@@ -65,20 +67,43 @@ async def _loop(
     before: ins.Snapshot | None = None
     done = 0
     while not stop.is_set():
-        now = await ins.snapshot(bus)
-        if args.json:
-            out.write(json.dumps(view_json(now, before)) + "\n")
-        else:
-            render(now, before, out, colour=screen and o.use_colour(out), title=_title(bus))
-            if not screen:
-                out.write("\n")
-        out.flush()
-        before = now
+        before = await _refresh(bus, args, out, before, screen)
         done += 1
         if args.iterations and done >= args.iterations:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.interval)
+
+
+async def _refresh(
+    bus: EventBus, args: argparse.Namespace, out: TextIO, before: ins.Snapshot | None,
+    screen: bool,
+) -> ins.Snapshot | None:  # fmt: skip
+    """Show one refresh; the snapshot for the next one's rates (None after an error)."""
+    try:
+        now = await ins.snapshot(bus)
+    except (RedisError, OSError) as exc:  # a live view waits for Redis to come back
+        _show_error(exc, out, screen=screen, bus=bus, as_json=args.json)
+        return None
+    if args.json:
+        out.write(json.dumps(view_json(now, before)) + "\n")
+    else:
+        render(now, before, out, colour=screen and o.use_colour(out), title=_title(bus))
+        if not screen:
+            out.write("\n")
+    out.flush()
+    return now
+
+
+def _show_error(
+    exc: BaseException, out: TextIO, screen: bool, bus: EventBus, as_json: bool
+) -> None:
+    message = f"Redis unavailable ({exc or type(exc).__name__}); retrying"
+    if as_json:
+        out.write(json.dumps({"at": round(time.time(), 3), "error": message}) + "\n")
+    else:
+        out.write((HOME if screen else "") + _title(bus) + "\n\n" + message + "\n")
+    out.flush()
 
 
 def _title(bus: EventBus) -> str:

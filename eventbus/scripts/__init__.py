@@ -26,6 +26,7 @@ class Scripts:
     idem_extend: Script
     idem_abort: Script
     sched_record: Script
+    redrive: Script
 
     @classmethod
     def load(cls) -> Scripts:
@@ -42,6 +43,7 @@ class Scripts:
             idem_extend=Script(source("idem_extend")),
             idem_abort=Script(source("idem_abort")),
             sched_record=Script(source("sched_record")),
+            redrive=Script(source("redrive")),
         )
 
 
