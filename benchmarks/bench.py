@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick         # smaller sizes (a smoke run)
     python benchmarks/bench.py --faststream    # add FastStream's Redis StreamSub as a peer
     python benchmarks/bench.py --redis-url redis://127.0.0.1:6379/0
+    python benchmarks/bench.py --only metrics --rounds 11   # one workload
 
 Workloads (payload: a msgspec Struct of ~200 bytes, JSON):
 
@@ -440,6 +441,9 @@ def best(values: list[float], higher_is_better: bool = True) -> float:
     return max(values) if higher_is_better else min(values)
 
 
+WORKLOADS = ("publish", "nowait", "drain", "e2e", "metrics", "latency")
+
+
 async def run(args: argparse.Namespace, url: str) -> list[Result]:
     bus = EventBus.from_url(
         url,
@@ -451,43 +455,66 @@ async def run(args: argparse.Namespace, url: str) -> list[Result]:
     raw = Raw(raw_client, bus.keys.stream("bench"))
     results: list[Result] = []
     try:
-        for name, batched, n in (
-            ("publish, sequential", False, args.publish_n),
-            ("publish, batched x100", True, args.publish_n * 4),
-        ):
-            rounds = [await bench_publish(bus, raw, n, batched) for _ in range(args.rounds)]
-            results.append(Result(name, "events/s", rounds))
-            report(results[-1])
-        n = args.publish_n * 4
-        rounds = [await bench_publish_nowait(bus, raw, n) for _ in range(args.rounds)]
-        results.append(Result("publish_nowait vs pipeline", "events/s", rounds))
-        report(results[-1])
-        rounds = [await bench_drain(bus, raw, args.drain_n) for _ in range(args.rounds)]
-        drain = Result("drain (no-op handler)", "events/s", rounds)
-        if args.faststream:
-            drain.faststream = await faststream_drain(url, min(args.drain_n, 20_000))
-        results.append(drain)
-        report(drain)
-        rounds = [await bench_end_to_end(bus, raw, args.drain_n) for _ in range(args.rounds)]
-        results.append(Result("end to end", "events/s", rounds))
-        report(results[-1])
-        rounds = [
-            await bench_metrics_cost(bus, args.drain_n, on_first=i % 2 == 0)
-            for i in range(args.rounds)
-        ]
-        results.append(Result("end to end, metrics", "events/s", rounds, sides=("on", "off")))
-        report(results[-1])
-        lat = [await bench_latency(bus, raw, args.rate, args.seconds) for _ in range(args.rounds)]
-        for index, label in ((0, "p50"), (1, "p99")):
-            rounds = [(r[0][index], r[1][index]) for r in lat]
-            results.append(
-                Result(f"latency {label} @ {args.rate}/s", "ms", rounds, higher_is_better=False)
-            )
-            report(results[-1])
+        for workload in args.only or WORKLOADS:
+            for result in await WORKLOAD[workload](bus, raw, args, url):
+                results.append(result)
+                report(result)
     finally:
         await bus.aclose()
         await raw_client.aclose()
     return results
+
+
+async def run_publish(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    out = []
+    for name, batched, n in (
+        ("publish, sequential", False, args.publish_n),
+        ("publish, batched x100", True, args.publish_n * 4),
+    ):
+        rounds = [await bench_publish(bus, raw, n, batched) for _ in range(args.rounds)]
+        out.append(Result(name, "events/s", rounds))
+    return out
+
+
+async def run_nowait(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    n = args.publish_n * 4
+    rounds = [await bench_publish_nowait(bus, raw, n) for _ in range(args.rounds)]
+    return [Result("publish_nowait vs pipeline", "events/s", rounds)]
+
+
+async def run_drain(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    rounds = [await bench_drain(bus, raw, args.drain_n) for _ in range(args.rounds)]
+    drain = Result("drain (no-op handler)", "events/s", rounds)
+    if args.faststream:
+        drain.faststream = await faststream_drain(url, min(args.drain_n, 20_000))
+    return [drain]
+
+
+async def run_e2e(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    rounds = [await bench_end_to_end(bus, raw, args.drain_n) for _ in range(args.rounds)]
+    return [Result("end to end", "events/s", rounds)]
+
+
+async def run_metrics(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    rounds = [
+        await bench_metrics_cost(bus, args.drain_n, on_first=i % 2 == 0) for i in range(args.rounds)
+    ]
+    return [Result("end to end, metrics", "events/s", rounds, sides=("on", "off"))]
+
+
+async def run_latency(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
+    lat = [await bench_latency(bus, raw, args.rate, args.seconds) for _ in range(args.rounds)]
+    return [
+        Result(f"latency {label} @ {args.rate}/s", "ms", [(r[0][i], r[1][i]) for r in lat],
+               higher_is_better=False)
+        for i, label in ((0, "p50"), (1, "p99"))
+    ]  # fmt: skip
+
+
+WORKLOAD = {
+    "publish": run_publish, "nowait": run_nowait, "drain": run_drain, "e2e": run_e2e,
+    "metrics": run_metrics, "latency": run_latency,
+}  # fmt: skip
 
 
 def report(r: Result) -> None:
@@ -507,6 +534,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     parser.add_argument("--faststream", action="store_true", help="add FastStream as a peer")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", action="append", choices=WORKLOADS,
+                        help="run only this workload (repeatable)")  # fmt: skip
     parser.add_argument("--publish-n", type=int, default=5_000)
     parser.add_argument("--drain-n", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=1_000)
