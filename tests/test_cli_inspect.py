@@ -609,3 +609,14 @@ async def test_top_keeps_going_while_redis_is_away(eventbus_prefix: str) -> None
                 await proc.wait()
         assert proc.stderr is not None
         assert b"Traceback" not in await proc.stderr.read()
+
+
+def test_read_commands_work_on_the_embedded_default_quietly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "EVENTBUS_REDIS_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "eventbus.cli.main", "streams", "--data-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "no streams under prefix 'eb'\n"
+    assert result.stderr == ""  # the answer only: no log lines about the embedded server

@@ -210,8 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo" and "--prefix" not in (argv or sys.argv):
         args.prefix = "demo"
+    given = argv if argv is not None else sys.argv
+    if args.command not in ("run", "scheduler", "demo") and not any(
+        a.startswith("--log-level") for a in given
+    ):
+        args.log_level = "WARNING"  # inspection output is the answer: no INFO chatter
     logging.basicConfig(
-        level=args.log_level,
+        level=getattr(args, "log_level", "WARNING"),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
