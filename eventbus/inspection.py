@@ -760,6 +760,18 @@ async def resolve_position(bus: EventBus, stream: str, to: str) -> str:
     return to
 
 
+async def _entries_read_at(bus: EventBus, key: str, target: str, cap: int) -> int | None:
+    """The group's entries-read counter at `target` (Redis 7: so its lag stays known after
+    the move): every entry ever added, minus those still in the stream after `target`.
+    None where Redis has no counters (6.2) or the count would be too long to take."""
+    info = await _redis(bus).xinfo_stream(key)
+    added = info.get("entries-added")
+    if added is None:
+        return None
+    after, capped = await _count_between(bus, key, target, "+", cap)
+    return None if capped else max(0, int(added) - after)
+
+
 async def reset_group(
     bus: EventBus, stream: str, group: str, to: str, *, dry_run: bool = False,
     cap: int = 1_000_000,
@@ -784,7 +796,8 @@ async def reset_group(
     elif _parse_id(target) > _parse_id(current):
         skip, capped = await _count_between(bus, key, current, target, cap)
     if not dry_run:
-        await _redis(bus).xgroup_setid(key, group, target)
+        entries_read = await _entries_read_at(bus, key, target, cap)
+        await _redis(bus).xgroup_setid(key, group, target, entries_read=entries_read)
     return ResetPlan(
         group, current, target, redeliver, skip, g.pending, repending, capped, not dry_run
     )
