@@ -9,12 +9,15 @@ functions (:func:`redrive`, :func:`purge_dead`, :func:`reset_group`,
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventbus.bus import EventBus
 from eventbus.envelope import Envelope, parse_fields
@@ -27,6 +30,17 @@ Fields = dict[str, Any]
 
 class NotFound(EventBusError):
     """A stream, group, consumer or entry that does not exist."""
+
+
+def _lag(group: dict[str, Any], last_id: str | None) -> int | None:
+    """XINFO GROUPS' lag; where Redis gives none (6.2, or after a deletion), 0 when the
+    group has read up to the last entry, else None (unknown)."""
+    lag = group.get("lag")
+    if lag is not None:
+        return int(lag)
+    if last_id is None or _text(group["last-delivered-id"]) == last_id:
+        return 0
+    return None
 
 
 def _redis(bus: EventBus) -> Any:
@@ -106,8 +120,9 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
         if isinstance(info, Exception):  # deleted between SCAN and now
             continue
         groups = [] if isinstance(groups, Exception) else groups
-        lags = [g.get("lag") for g in groups]
         first, last = info.get("first-entry"), info.get("last-entry")
+        last_id = _text(last[0]) if last else None
+        lags = [_lag(g, last_id) for g in groups]
         out.append(
             StreamSummary(
                 name=name,
@@ -116,7 +131,7 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
                 first_id=_text(first[0]) if first else None,
                 last_id=_text(last[0]) if last else None,
                 groups=len(groups),
-                lag=None if any(lag is None for lag in lags) else sum(int(x) for x in lags),
+                lag=None if any(lag is None for lag in lags) else sum(x or 0 for x in lags),
                 dlq_length=0 if isinstance(dlq, Exception) else int(dlq),
                 memory_bytes=None if isinstance(memory, Exception) or memory is None
                 else int(memory),
@@ -125,9 +140,13 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
     return out
 
 
-async def require_stream(bus: EventBus, stream: str) -> None:
-    """Raise NotFound, naming the streams that do exist, unless `stream` exists."""
-    if await _redis(bus).exists(bus.keys.stream(stream)):
+async def require_stream(bus: EventBus, stream: str, *, or_dead_letters: bool = False) -> None:
+    """Raise NotFound, naming the streams that do exist, unless `stream` exists (or, with
+    `or_dead_letters`, its dead-letter stream: the stream may be gone, its letters not)."""
+    keys = [bus.keys.stream(stream)]
+    if or_dead_letters:
+        keys.append(bus.keys.dlq(stream))
+    if await _redis(bus).exists(*keys):
         return
     known = await stream_names(bus)
     hint = f"streams under it: {', '.join(known)}" if known else "it holds no streams"
@@ -205,14 +224,15 @@ async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
     groups = []
     for i, g in enumerate(info.groups):
         consumers, summary = replies[1 + 2 * i : 3 + 2 * i]
-        groups.append(_group_detail(g, consumers, summary, dead, now))
+        groups.append(_group_detail(g, consumers, summary, dead, now=now, last_id=info.last_id))
     memory_bytes = None if isinstance(memory, Exception) or memory is None else int(memory)
     return StreamDetail(info, memory_bytes, groups, exact)
 
 
 def _group_detail(
-    g: GroupInfo, consumers: Any, summary: Any, dead: dict[str, int], now: float
-) -> GroupDetail:
+    g: GroupInfo, consumers: Any, summary: Any, dead: dict[str, int], *, now: float,
+    last_id: str | None,
+) -> GroupDetail:  # fmt: skip
     listed = [] if isinstance(consumers, Exception) else consumers
     oldest = None
     if isinstance(summary, dict) and summary.get("min"):
@@ -229,7 +249,7 @@ def _group_detail(
             for c in listed
         ],
         pending=g.pending,
-        lag=g.lag,
+        lag=g.lag if g.lag is not None else (0 if g.last_delivered_id == last_id else None),
         last_delivered_id=g.last_delivered_id,
         entries_read=g.entries_read,
         oldest_pending_id=oldest,
@@ -438,7 +458,12 @@ async def follow(
     skey = bus.keys.stream(stream)
     last = after
     while True:
-        reply = await _redis(bus).xread({skey: last}, count=100, block=block_ms)
+        try:
+            reply = await _redis(bus).xread({skey: last}, count=100, block=block_ms)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # Redis restarting: wait, then go on from the last entry seen (nothing lost)
+            await asyncio.sleep(1.0)
+            continue
         for _, entries in reply or []:
             for pair in entries:
                 entry = _decode_pair(pair)
@@ -768,7 +793,10 @@ async def _entries_read_at(bus: EventBus, key: str, target: str, cap: int) -> in
     added = info.get("entries-added")
     if added is None:
         return None
-    after, capped = await _count_between(bus, key, target, "+", cap)
+    # count up to the last id of this same reply: entries published meanwhile are in
+    # neither figure (counting to "+" would subtract them without having added them)
+    last = _text(info["last-generated-id"])
+    after, capped = await _count_between(bus, key, target, last, cap)
     return None if capped else max(0, int(added) - after)
 
 
@@ -858,9 +886,14 @@ async def delete_consumer(
         claimed = await _claim_all(bus, key, group, consumer, claim_to)
     deleted = await bus.wire.script(SCRIPTS.delete_consumer, [key], [group, consumer])
     if not int(deleted):
+        handed = (
+            f"; {claimed} of its pending entries were handed to {claim_to!r} first"
+            if claimed
+            else ""
+        )
         raise EventBusError(
-            f"consumer {consumer!r} took new entries meanwhile (is it running?); it was not "
-            "deleted: stop it, then run this again"
+            f"consumer {consumer!r} took new entries meanwhile (is it running?), so it was "
+            f"not deleted{handed}: stop it, then run this again"
         )
     return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
 
@@ -921,12 +954,13 @@ async def snapshot(bus: EventBus) -> Snapshot:
         added[s.name] = None if value is None else int(value)
         groups += [(s.name, g) for g in ([] if isinstance(glist, Exception) else glist)]
     oldest = await _oldest_pending(bus, groups)
+    last_ids = {s.name: s.last_id for s in summaries}
     now = time.time()
     figures = [
         GroupFigures(
             stream=stream, group=_text(g["name"]), consumers=int(g["consumers"]),
             pending=int(g["pending"]),
-            lag=None if g.get("lag") is None else int(g["lag"]),
+            lag=_lag(g, last_ids.get(stream)),
             entries_read=_entries_read(g),
             oldest_pending_age_s=_age(oldest.get((stream, _text(g["name"]))), now),
         )

@@ -137,7 +137,7 @@ def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
 async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     async with connected(args) as bus:
-        await ins.require_stream(bus, args.stream)
+        await ins.require_stream(bus, args.stream, or_dead_letters=True)
         letters = await ins.dead_letters(bus, args.stream, group=args.group, limit=args.limit)
     if args.json:
         o.dump_json([d.as_json() for d in letters], out)
@@ -166,7 +166,7 @@ def _short(text: str | None, width: int = 60) -> str:
 async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     async with connected(args) as bus:
-        await ins.require_stream(bus, args.stream)
+        await ins.require_stream(bus, args.stream, or_dead_letters=True)
         found = await ins.dead_letters(bus, args.stream, ids=[args.id], limit=1)
         if not found:
             raise ins.NotFound(
@@ -193,7 +193,7 @@ async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 async def _selected(bus: Any, args: argparse.Namespace) -> list[ins.DeadLetter]:
-    await ins.require_stream(bus, args.stream)
+    await ins.require_stream(bus, args.stream, or_dead_letters=True)
     letters = await ins.dead_letters(bus, args.stream, group=args.group, ids=args.ids or ())
     if args.ids:
         found = {d.id for d in letters} | {d.stream_id for d in letters}

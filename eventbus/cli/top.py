@@ -155,7 +155,9 @@ def render(
                 "", ("?" if g.lag is None else o.count(g.lag), "yellow" if g.lag else None),
                 o.count(g.pending),
                 (o.ago(g.oldest_pending_age_s), "red" if stuck else None), "",
-                (str(g.consumers), "red" if g.consumers == 0 else None),
+                # no consumers is a problem only with work waiting (a worker blocked on an
+                # empty stream may not be registered yet)
+                (str(g.consumers), "red" if g.consumers == 0 and (g.lag or g.pending) else None),
             ])  # fmt: skip
     headers = ["STREAM", "GROUP", "IN/S", "OUT/S", "LENGTH", "LAG", "PENDING", "OLDEST", "DLQ",
                "CONSUMERS"]  # fmt: skip
