@@ -48,6 +48,24 @@ def _redis(bus: EventBus) -> Any:
     return bus.redis
 
 
+async def _pages(
+    bus: EventBus, key: str, low: str = "-", high: str = "+", *, page: int = 10_000,
+    limit: int | None = None,
+) -> AsyncIterator[list[Any]]:  # fmt: skip
+    """XRANGE `low`..`high` in pages of `page` entries, at most `limit` in all: long
+    streams are read without holding them in memory or blocking Redis for long."""
+    cursor, seen = low, 0
+    while limit is None or seen < limit:
+        count = page if limit is None else min(page, limit - seen)
+        batch = await _redis(bus).xrange(key, cursor, high, count=count)
+        if batch:
+            yield batch
+        seen += len(batch)
+        if len(batch) < count:
+            return
+        cursor = "(" + _text(batch[-1][0])
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -192,19 +210,15 @@ DLQ_SCAN = 100_000
 
 
 async def _dead_by_group(bus: EventBus, stream: str) -> tuple[dict[str, int], bool]:
-    """Dead letters per group, read in pages, over at most DLQ_SCAN entries."""
+    """Dead letters per group, over at most DLQ_SCAN entries (exact when below that)."""
     counts: dict[str, int] = {}
-    cursor, seen = "-", 0
-    while seen < DLQ_SCAN:
-        batch = await _redis(bus).xrange(bus.keys.dlq(stream), cursor, "+", count=5000)
+    seen = 0
+    async for batch in _pages(bus, bus.keys.dlq(stream), page=5000, limit=DLQ_SCAN):
         for _, fields in batch:
             group = _text(fields.get(b"dlq_group", b"?"))
             counts[group] = counts.get(group, 0) + 1
         seen += len(batch)
-        if len(batch) < 5000:
-            return counts, True
-        cursor = "(" + _text(batch[-1][0])
-    return counts, False
+    return counts, seen < DLQ_SCAN
 
 
 async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
@@ -649,9 +663,7 @@ async def dead_letters(
     original entry's id."""
     wanted = set(ids)
     out = []
-    cursor = "-"
-    while True:
-        batch = await _redis(bus).xrange(bus.keys.dlq(stream), cursor, "+", count=1000)
+    async for batch in _pages(bus, bus.keys.dlq(stream), page=1000):
         for pair in batch:
             dead = _dead_letter(pair)
             if group is not None and dead.group != group:
@@ -661,9 +673,7 @@ async def dead_letters(
             out.append(dead)
             if limit is not None and len(out) >= limit:
                 return out
-        if len(batch) < 1000:
-            return out
-        cursor = "(" + _text(batch[-1][0])
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -752,16 +762,11 @@ class ResetPlan:
 async def _count_between(
     bus: EventBus, key: str, low: str, high: str, cap: int
 ) -> tuple[int, bool]:
-    """Entries with low < id <= high (exclusive low), counted in pages up to `cap`."""
+    """Entries with low < id <= high, counted in pages up to `cap` (then: capped)."""
     counted = 0
-    cursor = "(" + low
-    while counted < cap:
-        batch = await _redis(bus).xrange(key, cursor, high, count=min(10_000, cap - counted))
+    async for batch in _pages(bus, key, "(" + low, high, limit=cap):
         counted += len(batch)
-        if len(batch) < 10_000:
-            return counted, False
-        cursor = "(" + _text(batch[-1][0])
-    return counted, True
+    return counted, counted >= cap
 
 
 async def _last_generated(bus: EventBus, stream: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus import __version__
+from eventbus.cli.output import positive
 from eventbus.errors import EventBusError
 from eventbus.keys import DEFAULT_PREFIX
 
@@ -29,16 +30,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
 
 
@@ -158,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every group has settled every event, and summarise what Redis holds.",
     )
     demo.add_argument(
-        "--events", type=_positive_int, default=3000, metavar="N",
+        "--events", type=positive, default=3000, metavar="N",
         help="how many events to publish (default 3000)",
     )  # fmt: skip
     demo.add_argument(
