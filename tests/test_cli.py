@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,14 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     assert "audit log: 600 lines for 600 events" in out
     # the embedded server stopped with the demo
     assert not (tmp_path / "redis.sock").exists() or not socket_answers(tmp_path / "redis.sock")
+    # the commands it suggests work as printed, on the data it left
+    [hint] = [line for line in out.splitlines() if line.startswith("Look around: ")]
+    suggested = hint.removeprefix("Look around: ").split("  |  ")
+    assert suggested[1] == f"eventbus dlq ls notes --prefix demo --data-dir {tmp_path}"
+    letters = eventbus(*suggested[1].split()[1:], "--json")
+    assert letters.returncode == 0, letters.stderr
+    [poison] = json.loads(letters.stdout)
+    assert poison["group"] == "notes-demo.notifier" and poison["reason"] == "failed"
 
 
 def socket_answers(path: Path) -> bool:

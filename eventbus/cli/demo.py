@@ -112,6 +112,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             f"  audit log: {audit:,} lines for {info.length:,} events (idempotent and "
             "transactional: exactly one line per event)\n"
         )
+        where = "" if args.redis_url else f" --data-dir {args.data_dir}"
+        if args.data_dir == ".eventbus":
+            where = ""
+        p = f" --prefix {bus.keys.prefix}{where}"
+        out.write(
+            f"\nLook around: eventbus info notes{p}  |  eventbus dlq ls notes{p}  |  "
+            f"eventbus tail notes -n 5{p}\n"
+        )
         return 0 if drained(info, groups) else 1
     finally:
         await bus.aclose()
