@@ -4,8 +4,9 @@ The worker, the publisher and the scheduler count into plain Python counters and
 histograms (an int increment, a bisect); nothing touches prometheus_client per event. A
 collector turns them into metric families when Prometheus scrapes, and reads the queue
 figures (stream length, lag, pending, oldest pending age, consumers, dead letters,
-schedule times) from Redis at that moment: one pipelined round per scrape (plus one
-XPENDING round for the groups with pending entries), cached for a second. When Redis
+schedule times) from Redis at that moment: one pipelined round per scrape (a Lua script
+per stream reads its groups and their oldest pending entries server-side), cached for a
+second. When Redis
 does not answer, the scrape still succeeds: the in-process figures and
 ``eventbus_redis_up 0``.
 
@@ -36,6 +37,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from eventbus.scripts import source
 
 if TYPE_CHECKING:
     from eventbus.bus import EventBus
@@ -111,6 +114,8 @@ class EventbusCollector(Collector):
         self._cached: tuple[float, list[Metric]] = (float("-inf"), [])
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
+        self._schedules: set[str] = set()  # in the schedule index at the last scrape
+        self._figures: Any = None  # the queue_figures script, bound to the client
 
     def collect(self) -> Iterator[Metric]:
         yield from self._publish_metrics()
@@ -248,66 +253,68 @@ class EventbusCollector(Collector):
             self._client = redis.Redis.from_url(
                 url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
             )
+            self._figures = self._client.register_script(source("queue_figures"))
         return self._client
 
     def _read_redis(self) -> list[Metric]:
-        """Two pipelined rounds: the streams, their groups and the schedule index; then
-        XPENDING for the groups with pending entries and each schedule's state."""
+        """One pipelined round: a script per stream (length, dead letters, and each
+        group's consumers, pending, lag and oldest pending entry), the schedule index,
+        and the state of the schedules known so far. A schedule new to the index costs
+        one more round, once."""
         client = self._redis()
         keys = self.bus.keys
         streams = sorted(self._streams)
+        known = sorted(self._schedules | self._scheduler_names())
         pipe = client.pipeline(transaction=False)
         for stream in streams:
-            pipe.xlen(keys.stream(stream))
-            pipe.xinfo_groups(keys.stream(stream))
-            pipe.xlen(keys.dlq(stream))
+            self._figures(keys=[keys.stream(stream), keys.dlq(stream)], client=pipe)
         pipe.zrangebyscore(keys.schedule_index(), time.time() - SCHEDULE_MEMORY_S, "+inf")
+        for name in known:
+            pipe.hmget(keys.schedule(name), "last_fired_at", "next_tick")
         replies = pipe.execute(raise_on_error=False)
-        lengths, groups_by_stream, dlq = {}, {}, {}
-        for i, stream in enumerate(streams):
-            length, groups, dead = replies[3 * i : 3 * i + 3]
-            lengths[stream] = 0 if isinstance(length, Exception) else int(length)
-            groups_by_stream[stream] = [] if isinstance(groups, Exception) else groups
-            dlq[stream] = 0 if isinstance(dead, Exception) else int(dead)
-        indexed = replies[-1]
-        schedules = {s.name for s in self.scheduler.schedules} if self.scheduler else set()
+        now = time.time()
+        lengths: dict[str, int] = {}
+        dlq: dict[str, int] = {}
+        groups_by_stream: dict[str, list[dict[str, Any]]] = {}
+        oldest: dict[tuple[str, str], float] = {}
+        for stream, reply in zip(streams, replies, strict=False):
+            if isinstance(reply, Exception):
+                continue  # e.g. the key holds something else: report nothing made up
+            lengths[stream], dlq[stream] = int(reply[0]), int(reply[1])
+            groups_by_stream[stream] = []
+            for name, consumers, pending, lag, first in reply[2:]:
+                group = _text(name)
+                groups_by_stream[stream].append({"name": group, "consumers": consumers,
+                    "pending": pending, "lag": None if int(lag) < 0 else lag})  # fmt: skip
+                if first:
+                    ms = int(_text(first).split("-", 1)[0])
+                    oldest[(stream, group)] = max(0.0, now - ms / 1000)
+        indexed = replies[len(streams)]
+        states = self._states(known, replies[len(streams) + 1 :])
         if not isinstance(indexed, Exception):
-            schedules |= {_text(name) for name in indexed}
-        oldest, states = self._second_round(client, groups_by_stream, sorted(schedules))
+            new = sorted({_text(n) for n in indexed} - set(known))
+            self._schedules = {_text(n) for n in indexed}
+            if new:  # first seen: read their state now rather than on the next scrape
+                pipe = client.pipeline(transaction=False)
+                for name in new:
+                    pipe.hmget(keys.schedule(name), "last_fired_at", "next_tick")
+                states |= self._states(new, pipe.execute(raise_on_error=False))
         return [
             *self._stream_families(lengths, dlq),
             *self._group_families(groups_by_stream, oldest),
             *self._schedule_families(states),
         ]
 
-    def _second_round(
-        self,
-        client: redis.Redis,
-        groups_by_stream: dict[str, list[dict[str, Any]]],
-        schedules: list[str],
-    ) -> tuple[dict[tuple[str, str], float], dict[str, tuple[Any, Any]]]:
-        pending = [(s, _text(g["name"])) for s, gs in groups_by_stream.items() for g in gs
-                   if int(g["pending"])]  # fmt: skip
-        if not pending and not schedules:
-            return {}, {}
-        pipe = client.pipeline(transaction=False)
-        for stream, group in pending:
-            pipe.xpending(self.bus.keys.stream(stream), group)
-        for name in schedules:
-            pipe.hmget(self.bus.keys.schedule(name), "last_fired_at", "next_tick")
-        replies = pipe.execute(raise_on_error=False)
-        now = time.time()
-        ages = {}
-        for (stream, group), summary in zip(pending, replies, strict=False):
-            if isinstance(summary, dict) and summary.get("min"):
-                ms = int(_text(summary["min"]).split("-", 1)[0])
-                ages[(stream, group)] = max(0.0, now - ms / 1000)
-        states = {
+    def _scheduler_names(self) -> set[str]:
+        return {s.name for s in self.scheduler.schedules} if self.scheduler else set()
+
+    @staticmethod
+    def _states(names: list[str], replies: list[Any]) -> dict[str, tuple[Any, Any]]:
+        return {
             name: (state[0], state[1])
-            for name, state in zip(schedules, replies[len(pending) :], strict=True)
+            for name, state in zip(names, replies, strict=True)
             if isinstance(state, list)
         }
-        return ages, states
 
     @staticmethod
     def _stream_families(lengths: dict[str, int], dlq: dict[str, int]) -> list[Metric]:
