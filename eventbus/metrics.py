@@ -13,11 +13,13 @@ does not answer, the scrape still succeeds: the in-process figures and
     collector = install(bus, worker=worker, scheduler=scheduler)   # into REGISTRY
     start_http_server(9464)                                        # or --metrics-port
 
-Metric names and labels are the ones in DESIGN.md ("Observability").
+Metric names and labels are the ones of the design contract ("Observability"); every
+one is documented in docs/operations.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -36,6 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from eventbus.scripts import source
@@ -115,7 +118,10 @@ class EventbusCollector(Collector):
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._schedules: set[str] = set()  # in the schedule index at the last scrape
-        self._figures: Any = None  # the queue_figures script, bound to the client
+        # EVALSHA straight away (a registered redis-py Script would ask SCRIPT EXISTS first,
+        # a second round trip per scrape); loaded on NOSCRIPT
+        self._figures = source("queue_figures")
+        self._figures_sha = hashlib.sha1(self._figures.encode()).hexdigest()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._publish_metrics()
@@ -253,10 +259,9 @@ class EventbusCollector(Collector):
             self._client = redis.Redis.from_url(
                 url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
             )
-            self._figures = self._client.register_script(source("queue_figures"))
         return self._client
 
-    def _read_redis(self) -> list[Metric]:
+    def _read_redis(self, *, loaded: bool = False) -> list[Metric]:
         """One pipelined round: a script per stream (length, dead letters, and each
         group's consumers, pending, lag and oldest pending entry), the schedule index,
         and the state of the schedules known so far. A schedule new to the index costs
@@ -267,28 +272,15 @@ class EventbusCollector(Collector):
         known = sorted(self._schedules | self._scheduler_names())
         pipe = client.pipeline(transaction=False)
         for stream in streams:
-            self._figures(keys=[keys.stream(stream), keys.dlq(stream)], client=pipe)
+            pipe.evalsha(self._figures_sha, 2, keys.stream(stream), keys.dlq(stream))
         pipe.zrangebyscore(keys.schedule_index(), time.time() - SCHEDULE_MEMORY_S, "+inf")
         for name in known:
             pipe.hmget(keys.schedule(name), "last_fired_at", "next_tick")
         replies = pipe.execute(raise_on_error=False)
-        now = time.time()
-        lengths: dict[str, int] = {}
-        dlq: dict[str, int] = {}
-        groups_by_stream: dict[str, list[dict[str, Any]]] = {}
-        oldest: dict[tuple[str, str], float] = {}
-        for stream, reply in zip(streams, replies, strict=False):
-            if isinstance(reply, Exception):
-                continue  # e.g. the key holds something else: report nothing made up
-            lengths[stream], dlq[stream] = int(reply[0]), int(reply[1])
-            groups_by_stream[stream] = []
-            for name, consumers, pending, lag, first in reply[2:]:
-                group = _text(name)
-                groups_by_stream[stream].append({"name": group, "consumers": consumers,
-                    "pending": pending, "lag": None if int(lag) < 0 else lag})  # fmt: skip
-                if first:
-                    ms = int(_text(first).split("-", 1)[0])
-                    oldest[(stream, group)] = max(0.0, now - ms / 1000)
+        if not loaded and any(isinstance(r, NoScriptError) for r in replies[: len(streams)]):
+            client.script_load(self._figures)  # a new or restarted server: once, then again
+            return self._read_redis(loaded=True)
+        lengths, dlq, groups_by_stream, oldest = _parse_figures(streams, replies)
         indexed = replies[len(streams)]
         states = self._states(known, replies[len(streams) + 1 :])
         if not isinstance(indexed, Exception):
@@ -415,6 +407,32 @@ def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     """Serve ``/metrics`` on `port` from a daemon thread."""
     start_http_server(port, registry=registry)
     log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
+def _parse_figures(
+    streams: list[str], replies: list[Any]
+) -> tuple[
+    dict[str, int], dict[str, int], dict[str, list[dict[str, Any]]], dict[tuple[str, str], float]
+]:
+    """The queue_figures replies: lengths, dead letters, groups, oldest pending ages."""
+    now = time.time()
+    lengths: dict[str, int] = {}
+    dlq: dict[str, int] = {}
+    groups_by_stream: dict[str, list[dict[str, Any]]] = {}
+    oldest: dict[tuple[str, str], float] = {}
+    for stream, reply in zip(streams, replies, strict=False):
+        if isinstance(reply, Exception):
+            continue  # e.g. the key holds something else: report nothing made up
+        lengths[stream], dlq[stream] = int(reply[0]), int(reply[1])
+        groups_by_stream[stream] = []
+        for name, consumers, pending, lag, first in reply[2:]:
+            group = _text(name)
+            groups_by_stream[stream].append({"name": group, "consumers": consumers,
+                "pending": pending, "lag": None if int(lag) < 0 else lag})  # fmt: skip
+            if first:
+                ms = int(_text(first).split("-", 1)[0])
+                oldest[(stream, group)] = max(0.0, now - ms / 1000)
+    return lengths, dlq, groups_by_stream, oldest
 
 
 def _text(value: Any) -> str:

@@ -360,3 +360,17 @@ async def test_metrics_port_in_use_is_a_clear_error(
     assert proc.returncode == 2, text
     assert f"cannot serve metrics on port {port}" in text and "--metrics-port" in text
     assert "Traceback" not in text
+
+
+async def test_a_scrape_is_one_round_trip(bus: EventBus, registry: CollectorRegistry) -> None:
+    collector_in(registry, bus, streams=["jobs", "pings"], cache_s=0)
+    await bus.publish(Job(n=1))
+    await bus.redis.script_flush()  # a fresh or restarted server: loaded on NOSCRIPT
+    assert value(await scrape(registry), "eventbus_stream_length", stream="jobs") == 1
+    await bus.redis.config_resetstat()
+    samples = await scrape(registry)
+    assert value(samples, "eventbus_stream_length", stream="jobs") == 1
+    stats = await bus.redis.info("commandstats")
+    called = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+    assert called.get("evalsha") == 2  # one script per stream, in one pipeline
+    assert not any(name.startswith("script") for name in called)  # no SCRIPT EXISTS

@@ -199,11 +199,16 @@ def _run_async(command: Command, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo" and "--prefix" not in (argv or sys.argv):
-        args.prefix = "demo"
     given = argv if argv is not None else sys.argv
-    if args.command not in ("run", "scheduler", "demo") and not any(
-        a.startswith("--log-level") for a in given
+    if args.command == "demo" and not any(
+        a == "--prefix" or a.startswith("--prefix=") for a in given
+    ):
+        args.prefix = "demo"
+    quiet = args.command not in ("run", "scheduler", "demo")
+    if (
+        quiet
+        and not os.environ.get("EVENTBUS_LOG_LEVEL")
+        and not any(a.startswith("--log-level") for a in given)
     ):
         args.log_level = "WARNING"  # inspection output is the answer: no INFO chatter
     logging.basicConfig(
