@@ -143,14 +143,9 @@ class EventBus:
         """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
         server for `data_dir` (started now if none runs there). `streams` overrides the
         settings Event classes declared for their streams (see `eventbus.Stream`)."""
-        check_name("service", service)
-        Keys(prefix)  # validates the prefix before any server starts
-        content_type(encoding)
-        url = url or os.environ.get(ENV_URL) or None
-        embedded = None
-        if url is None:
-            embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
-            url = embedded.ensure()
+        url, embedded = resolve_url(
+            url, service=service, prefix=prefix, encoding=encoding, data_dir=data_dir
+        )
         return cls(
             make_client(url),
             service=service,
@@ -323,6 +318,27 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def resolve_url(
+    url: str | None,
+    *,
+    service: str,
+    prefix: str,
+    encoding: Encoding,
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[str, EmbeddedRedis | None]:
+    """Validate a publisher's settings, then the URL to use: `url`, else
+    ``$EVENTBUS_REDIS_URL``, else the embedded server for `data_dir` (started now if none
+    runs there; returned too, for its owner to close)."""
+    check_name("service", service)
+    Keys(prefix)  # validates the prefix before any server starts
+    content_type(encoding)
+    url = url or os.environ.get(ENV_URL) or None
+    if url is not None:
+        return url, None
+    embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
+    return embedded.ensure(), embedded
 
 
 def make_client(url: str) -> Redis:

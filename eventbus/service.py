@@ -7,7 +7,8 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 log = logging.getLogger("eventbus")
 
@@ -18,6 +19,28 @@ class Service(Protocol):
     async def stop(self, grace: float | None = None) -> None: ...
 
     def request_stop(self, *, force: bool = False) -> None: ...
+
+
+class Runs:
+    """Base of the services: ``async with service:`` starts it and stops it on the way out."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self, grace: float | None = None) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 async def serve(

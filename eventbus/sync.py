@@ -22,10 +22,10 @@ from typing import Any, Self
 import redis
 
 from eventbus.backoff import Reconnect
-from eventbus.bus import ENV_URL, PublishSettings, redact
+from eventbus.bus import PublishSettings, redact, resolve_url
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
-from eventbus.envelope import Encoding, content_type
+from eventbus.envelope import Encoding
 from eventbus.errors import ConfigurationError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
@@ -45,8 +45,7 @@ from eventbus.publishing.outbox import (
     Outbox,
     Pending,
     PublishStats,
-    record,
-    record_failure,
+    account,
     to_retry,
 )
 from eventbus.streams import Stream, StreamSettings
@@ -111,14 +110,9 @@ class SyncPublisher:
         data_dir: str | os.PathLike[str] | None = None,
     ) -> SyncPublisher:
         """Like `EventBus.from_url`: a URL, ``$EVENTBUS_REDIS_URL``, or the embedded server."""
-        check_name("service", service)
-        Keys(prefix)
-        content_type(encoding)
-        url = url or os.environ.get(ENV_URL) or None
-        embedded = None
-        if url is None:
-            embedded = EmbeddedRedis(None if data_dir is None else os.fspath(data_dir))
-            url = embedded.ensure()
+        url, embedded = resolve_url(
+            url, service=service, prefix=prefix, encoding=encoding, data_dir=data_dir
+        )
         try:
             client = redis.Redis.from_url(
                 url, protocol=2, socket_timeout=10, socket_connect_timeout=5
@@ -148,11 +142,9 @@ class SyncPublisher:
         try:
             outcomes = drive_sync(send_batch(items), self._request)
         except BaseException:
-            self.publish_stats.observe(method, time.perf_counter() - started)
-            record_failure(items, self.publish_stats)
+            account(items, self.publish_stats, method, started, None)
             raise
-        self.publish_stats.observe(method, time.perf_counter() - started)
-        record(items, outcomes, self.publish_stats)
+        account(items, self.publish_stats, method, started, outcomes)
         return outcomes
 
     def publish(
@@ -322,14 +314,13 @@ class ThreadFlusher:
             items = [p.prepared for p in batch]
             started = time.perf_counter()
             outcomes = drive_sync(send_batch(items), self._io)
-            self._stats.observe("publish_nowait", time.perf_counter() - started)
         except (redis.RedisError, OSError) as exc:
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch
         except Exception:  # never let the flusher die: its events would never settle
             log.exception("publish_nowait: unexpected error; retrying")
             return batch
-        record(items, outcomes, self._stats)
+        account(items, self._stats, "publish_nowait", started, outcomes)
         return to_retry(batch, outcomes)
 
     def close(self) -> None:

@@ -187,8 +187,7 @@ async def test_pending_in_flight_and_oldest_pending_age(
 async def test_lag_counts_what_a_group_has_not_read(
     bus: EventBus, registry: CollectorRegistry
 ) -> None:
-    if await redis_version(bus) < (7,):
-        pytest.skip("XINFO GROUPS reports lag from Redis 7")
+    lag_known = await redis_version(bus) >= (7,)  # XINFO GROUPS reports lag from Redis 7
     router = Router()
 
     @router.subscribe(name="later")
@@ -201,7 +200,10 @@ async def test_lag_counts_what_a_group_has_not_read(
     collector_in(registry, bus, worker=worker, cache_s=0)
     await bus.publish_many([Job(n=n) for n in range(5)])
     samples = await scrape(registry)
-    assert value(samples, "eventbus_group_lag", stream="jobs", group="test.later") == 5
+    if lag_known:
+        assert value(samples, "eventbus_group_lag", stream="jobs", group="test.later") == 5
+    else:  # unknown on 6.2: absent, never a made-up number
+        assert "eventbus_group_lag" not in names(samples)
     assert value(samples, "eventbus_group_consumers", stream="jobs", group="test.later") == 0
     assert value(samples, "eventbus_stream_length", stream="jobs") == 5
 

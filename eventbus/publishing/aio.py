@@ -18,8 +18,7 @@ from eventbus.publishing.outbox import (
     Outbox,
     Pending,
     PublishStats,
-    record,
-    record_failure,
+    account,
     to_retry,
 )
 
@@ -48,17 +47,18 @@ async def drive(protocol: Generator[Request, list[Any], list[Outcome]], io: IO) 
 
 
 async def send(
-    items: Sequence[Prepared], io: IO, stats: PublishStats, method: str
+    items: Sequence[Prepared], io: IO, stats: PublishStats, method: str, *, retried: bool = False
 ) -> list[Outcome]:
+    """Write `items` and count them. `retried`: a call that raises is tried again later
+    (publish_nowait's batches), so its events are not errors yet."""
     started = time.perf_counter()
     try:
         outcomes = await drive(send_batch(items), io)
     except BaseException:
-        stats.observe(method, time.perf_counter() - started)
-        record_failure(items, stats)
+        if not retried:
+            account(items, stats, method, started, None)
         raise
-    stats.observe(method, time.perf_counter() - started)
-    record(items, outcomes, stats)
+    account(items, stats, method, started, outcomes)
     return outcomes
 
 
@@ -130,8 +130,9 @@ class AsyncFlusher:
         """Send one batch; returns what must be tried again."""
         try:
             outcomes = await send(
-                [p.prepared for p in batch], self._io, self._stats, "publish_nowait"
-            )
+                [p.prepared for p in batch], self._io, self._stats, "publish_nowait",
+                retried=True,
+            )  # fmt: skip
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
             log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
             return batch

@@ -62,6 +62,22 @@ def record(items: Sequence[Prepared], outcomes: list[Outcome], stats: PublishSta
                 stats.by_outcome[item.stream, item.type_name, "error"] += 1
 
 
+def account(
+    items: Sequence[Prepared],
+    stats: PublishStats,
+    method: str,
+    started: float,
+    outcomes: list[Outcome] | None,
+) -> None:
+    """Count one publish call or batch started at `started` (perf_counter): its time to
+    Redis's reply, and each event's outcome (None: the call raised, all are errors)."""
+    stats.observe(method, time.perf_counter() - started)
+    if outcomes is None:
+        record_failure(items, stats)
+    else:
+        record(items, outcomes, stats)
+
+
 def record_failure(items: Sequence[Prepared], stats: PublishStats) -> None:
     """A publish call that raised (Redis unreachable): every event in it is an error."""
     with stats.lock:

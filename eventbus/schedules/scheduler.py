@@ -25,8 +25,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -40,7 +38,7 @@ from eventbus.publishing.core import OutcomeUnknown, PublishResult
 from eventbus.schedules.cron import next_tick, ticks_between
 from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
-from eventbus.service import serve
+from eventbus.service import Runs, serve
 
 log = logging.getLogger("eventbus.scheduler")
 
@@ -65,7 +63,7 @@ class ScheduleStats:
     errors: int = 0  # ticks whose function or publish failed
 
 
-class Scheduler:
+class Scheduler(Runs):
     """Runs the schedules of an app. ``await scheduler.run()`` until SIGTERM/SIGINT, or
     ``async with Scheduler(bus, router): ...``."""
 
@@ -103,18 +101,6 @@ class Scheduler:
                 task.cancel()
             await asyncio.wait(self._tasks)
         self._tasks = []
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- one schedule ------------------------------------------------------------------
 

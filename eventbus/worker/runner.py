@@ -7,14 +7,12 @@ import logging
 import os
 import socket
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from eventbus.bus import EventBus
 from eventbus.errors import ConfigurationError
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
-from eventbus.service import serve
+from eventbus.service import Runs, serve
 from eventbus.worker.consumer import GroupConsumer
 from eventbus.worker.janitor import Janitor
 from eventbus.worker.settings import WorkerSettings
@@ -26,7 +24,7 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
-class Worker:
+class Worker(Runs):
     """Consumes every handler of an app, each through its own consumer group.
 
         worker = Worker(bus, router)
@@ -117,15 +115,3 @@ class Worker:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {f"{c.stream}/{c.group}": c.stats.as_dict() for c in self.consumers}
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
