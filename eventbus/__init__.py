@@ -23,6 +23,7 @@ from eventbus.errors import (
     EventBusError,
     EventTooLarge,
     EventTypeError,
+    PermissionDenied,
     PublishError,
     PublishManyError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "EventBusError",
     "EventTooLarge",
     "EventTypeError",
+    "PermissionDenied",
     "PublishError",
     "PublishManyError",
     "PublishResult",

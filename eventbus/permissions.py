@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from eventbus.errors import ConnectionFailed, EventBusError, PermissionDenied
 
@@ -18,7 +18,15 @@ _COMMAND = re.compile(r"run the '([^']+)' command")
 def is_noperm(exc: BaseException) -> bool:
     """A reply refusing a command or key for lack of an ACL permission. ("in": before
     Redis 7 an error inside a script arrives wrapped in "ERR Error running script".)"""
-    return isinstance(exc, ResponseError) and "NOPERM" in str(exc)
+    # redis-py strips the NOPERM code off the message of the NoPermissionError it raises;
+    # Redis 7.0 reports a refusal inside a script as "ERR The user executing the script
+    # can't run this command or subcommand"
+    if isinstance(exc, NoPermissionError):
+        return True
+    text = str(exc)
+    return isinstance(exc, ResponseError) and (
+        "NOPERM" in text or "user executing the script can't run" in text
+    )
 
 
 def missing_permission(exc: BaseException) -> str:
@@ -27,6 +35,8 @@ def missing_permission(exc: BaseException) -> str:
     found = _COMMAND.search(text)
     if found:
         return found.group(1)
+    if "script" in text:  # refused inside a script: Redis does not say which command
+        return "a command of one of its scripts"
     if "key" in text:
         return "access to a key"
     if "channel" in text:
@@ -40,9 +50,12 @@ def explain_noperm(exc: BaseException, *, user: str | None, what: str) -> str:
     who = user or "default"
     if missing.startswith("access to"):
         fix = f"grant the key patterns with ACL SETUSER {who} ~<prefix>:*"
+    elif missing.startswith("a command"):
+        fix = f"grant what {what} needs (the worker's start check lists it: restart it)"
     else:
         fix = f"grant it with ACL SETUSER {who} +{missing}"
-    return f"{what}: the Redis user {who!r} lacks {missing!r} (NOPERM); {fix}"
+    shown = missing if missing.startswith(("a ", "access")) else repr(missing)
+    return f"{what}: the Redis user {who!r} lacks {shown} (NOPERM: {exc}); {fix}"
 
 
 def user_of(url: str | None) -> str | None:
@@ -63,7 +76,7 @@ def is_refusal(exc: BaseException) -> bool:
     """The server answered but will not serve us as configured (a wrong password or
     user, no such database, a missing permission): retrying cannot help. (LOADING,
     MASTERDOWN and the like pass with time: not refusals.)"""
-    if isinstance(exc, AuthenticationError):
+    if isinstance(exc, AuthenticationError) or is_noperm(exc):
         return True
     text = str(exc).upper()
     return any(word in text for word in _REFUSALS)
@@ -76,7 +89,9 @@ def refused(exc: BaseException, *, url: str | None, display_url: str) -> EventBu
     if is_noperm(exc):
         return PermissionDenied(explain_noperm(exc, user=user_of(url), what=display_url))
     upper = text.upper()
-    if any(word in upper for word in ("WRONGPASS", "NOAUTH", "AUTHENTICATION", "INVALID PASSWORD")):
+    if isinstance(exc, AuthenticationError) or any(
+        word in upper for word in ("WRONGPASS", "NOAUTH", "AUTHENTICATION", "INVALID PASSWORD")
+    ):
         return ConnectionFailed(
             f"Redis at {display_url} refused the login ({text}); check the user and "
             "password in the URL (redis://user:password@host:port/db)"

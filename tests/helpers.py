@@ -110,3 +110,76 @@ async def reply_cutting_proxy(
     finally:
         server.close()
         await server.wait_closed()
+
+
+class FaultProxy:
+    """A TCP proxy to a Redis server that can fail on cue: `cut_on(marker)` drops the
+    connection whose request contains `marker` (before Redis sees it) and then refuses
+    every connection until `heal()`: a network partition that starts at one command."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._marker: bytes | None = None
+        self._down = False
+        self.tripped = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    def cut_on(self, marker: bytes) -> None:
+        self._marker = marker
+
+    def heal(self) -> None:
+        self._down = False
+        self._marker = None
+
+    def _trip(self) -> None:
+        self._down = True
+        self.tripped.set()
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._down:
+            client_w.transport.abort()
+            return
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers |= {client_w, up_w}
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if self._down or (self._marker is not None and self._marker in data):
+                    self._trip()
+                    return
+                up_w.write(data)
+                await up_w.drain()
+
+        async def downstream() -> None:
+            while data := await up_r.read(65536):
+                if self._down:
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        try:
+            await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+        finally:
+            for writer in (up_w, client_w):
+                self._writers.discard(writer)
+                writer.transport.abort()
+
+    async def __aenter__(self) -> FaultProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()

@@ -69,7 +69,11 @@ class Claims:
                 self._warn.error(
                     "noperm",
                     "%s; %s retried later, not run",
-                    explain_noperm(exc, user=self.user, what=self._group),
+                    explain_noperm(
+                        exc,
+                        user=self.user,
+                        what=f"{self._group}: claiming an idempotency key (GET, SET)",
+                    ),
                     delivery.stream_id,
                 )
                 await self._bounce(delivery)

@@ -17,7 +17,8 @@ class WorkerSettings:
     - ``reclaim_interval``: how often each group runs XAUTOCLAIM (jittered ±20%).
     - ``consumer_idle_timeout``: other consumers idle this long that own nothing are deleted.
     - ``hygiene_interval``: how often that check runs.
-    - ``dlq_maxlen``: approximate cap of each dead-letter stream; 0 keeps everything.
+    - ``dlq_maxlen``: approximate cap of each dead-letter stream (default 100,000); 0
+      keeps everything. What the cap cuts is counted (``stats.dlq_trimmed``) and logged.
     - ``janitor_interval``: how often each stream is trimmed to its retention (and checked
       for entries its maxlen cut before a group read them).
     - ``metrics``: time handlers and event ages for the Prometheus histograms (counters
@@ -29,7 +30,7 @@ class WorkerSettings:
     reclaim_interval: float | timedelta = 1.0
     consumer_idle_timeout: float | timedelta = 3600.0
     hygiene_interval: float | timedelta = 60.0
-    dlq_maxlen: int = 0
+    dlq_maxlen: int = 100_000
     janitor_interval: float | timedelta = 60.0
     metrics: bool = True
 
