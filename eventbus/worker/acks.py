@@ -10,7 +10,10 @@ from typing import Generic, TypeVar
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
+from eventbus.permissions import explain_noperm, is_noperm
+from eventbus.worker.deadletter import describe
 from eventbus.worker.groups import is_nogroup
+from eventbus.worker.ratelimit import RateLimited
 
 log = logging.getLogger("eventbus.worker")
 
@@ -43,6 +46,7 @@ class AckBatcher(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._warn = RateLimited(log)
 
     def add(self, item: T) -> None:
         self._pending.append(item)
@@ -67,10 +71,19 @@ class AckBatcher(Generic[T]):
                         # unreachable, BUSY, READONLY after a failover...: keep and retry
                         self._pending[:0] = batch
                         delay = reconnect.next_delay()
-                        log.warning(
+                        reason = (
+                            explain_noperm(exc, user=None, what="acknowledging")
+                            if is_noperm(exc)
+                            else describe(exc)
+                        )
+                        self._warn.warning(
+                            "ack",
                             "ack of %d entries on %s failed (%s); retrying in %.1fs",
-                            len(batch), self._where, exc, delay,
-                        )  # fmt: skip
+                            len(batch),
+                            self._where,
+                            reason,
+                            delay,
+                        )
                         await asyncio.sleep(delay)
                         continue
                     # the group (and its pending list) is gone: nothing left to ack
