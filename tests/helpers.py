@@ -115,19 +115,23 @@ async def reply_cutting_proxy(
 class FaultProxy:
     """A TCP proxy to a Redis server that can fail on cue: `cut_on(marker)` drops the
     connection whose request contains `marker` (before Redis sees it) and then refuses
-    every connection until `heal()`: a network partition that starts at one command."""
+    every connection until `heal()`: a network partition that starts at one command.
+    With ``forward=True`` the request reaches Redis and only its reply is lost (the
+    command ran; the client cannot know), and later connections pass."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = 0
         self._marker: bytes | None = None
+        self._forward = False
         self._down = False
         self.tripped = asyncio.Event()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
-    def cut_on(self, marker: bytes) -> None:
+    def cut_on(self, marker: bytes, *, forward: bool = False) -> None:
         self._marker = marker
+        self._forward = forward
 
     def heal(self) -> None:
         self._down = False
@@ -139,6 +143,15 @@ class FaultProxy:
         for writer in list(self._writers):
             writer.transport.abort()
 
+    def _verdict(self, data: bytes) -> str:
+        """What to do with a request: "pass", "cut" or "lose-replies" (forward: true)."""
+        hit = self._marker is not None and self._marker in data
+        if hit and self._forward:
+            self._marker = None  # once
+            self.tripped.set()
+            return "lose-replies"
+        return "cut" if self._down or hit else "pass"
+
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self._down:
             client_w.transport.abort()
@@ -149,28 +162,43 @@ class FaultProxy:
             client_w.transport.abort()
             return
         self._writers |= {client_w, up_w}
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                if self._down or (self._marker is not None and self._marker in data):
-                    self._trip()
-                    return
-                up_w.write(data)
-                await up_w.drain()
-
-        async def downstream() -> None:
-            while data := await up_r.read(65536):
-                if self._down:
-                    return
-                client_w.write(data)
-                await client_w.drain()
-
+        replies_lost = asyncio.Event()
         try:
-            await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+            await asyncio.gather(
+                self._upstream(client_r, up_w, replies_lost),
+                self._downstream(up_r, client_w, replies_lost),
+                return_exceptions=True,
+            )
         finally:
             for writer in (up_w, client_w):
                 self._writers.discard(writer)
                 writer.transport.abort()
+
+    async def _upstream(
+        self, client_r: asyncio.StreamReader, up_w: asyncio.StreamWriter, lost: asyncio.Event
+    ) -> None:
+        while data := await client_r.read(65536):
+            verdict = self._verdict(data)
+            if verdict == "cut":
+                self._trip()
+                return
+            if verdict == "lose-replies":
+                lost.set()
+            up_w.write(data)
+            await up_w.drain()
+
+    async def _downstream(
+        self, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, lost: asyncio.Event
+    ) -> None:
+        while data := await up_r.read(65536):
+            if self._down:
+                return
+            if lost.is_set():
+                await asyncio.sleep(0.05)  # let Redis run it before the cut lands
+                client_w.transport.abort()
+                return
+            client_w.write(data)
+            await client_w.drain()
 
     async def __aenter__(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)

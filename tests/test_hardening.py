@@ -87,7 +87,7 @@ async def test_fail_open_never_applies_a_transaction_twice(
     effect_key = f"{direct.keys.stream('jobs')}:app:effect"
     async with FaultProxy(server.port) as proxy:
         via_proxy = make_bus(f"redis://127.0.0.1:{proxy.port}/0", prefix)
-        async with running_worker(via_proxy, app("a"), consumer="a", settings=FAST):
+        async with running_worker(via_proxy, app("a"), consumer="a", settings=FAST) as a:
             proxy.cut_on(SCRIPTS.idem_begin.sha.encode())  # begin fails: A runs unguarded
             await direct.publish(Job(n=1))
             await wait_for(lambda: runs == ["a"], message="A runs unguarded")
@@ -99,8 +99,9 @@ async def test_fail_open_never_applies_a_transaction_twice(
                 await wait_for(lambda: direct.redis.get(effect_key), message="B's commit")
                 proxy.heal()
                 a_returns.set()  # A's handler returns: it must not apply its writes
+                a_stats = a.consumers[0].stats
+                await wait_for(lambda: a_stats.ok + a_stats.duplicates == 1, message="A's commit")
                 await wait_for(lambda: no_pending(direct, "jobs", "test.tx"), timeout=15)
-                await asyncio.sleep(0.5)  # A's commit (if any) has long landed
     assert await direct.redis.get(effect_key) == b"1"
 
 
@@ -355,3 +356,34 @@ async def test_pending_entries_stay_pending_while_permission_is_missing(
         assert await pending_count(bus, "jobs", "test.h") == 1
         acl_user(acl_server, "w", "~*", "+@all")
         await wait_for(lambda: no_pending(bus, "jobs", "test.h"), timeout=15)
+
+
+async def test_a_commit_whose_reply_is_lost_applies_once(
+    redis_server_factory: Callable[..., RedisServer], make_bus: Callable[..., EventBus]
+) -> None:
+    """The commit script ran, and the connection died before its reply: the worker
+    cannot know; the key's marker settles it (done: the redelivery, if any, is a
+    duplicate). Then a second event flows normally on a new connection."""
+    server = redis_server_factory()
+    direct = make_bus(server.url, "lost")
+    runs: list[int] = []
+    router = Router()
+
+    @router.subscribe(name="tx", idempotent=True, lease=1, backoff=0.1)
+    async def handle(event: Job, ctx: Context) -> None:
+        runs.append(event.n)
+        ctx.transaction().hincrby(ctx.slot_key("effects"), str(event.n), 1)
+
+    await direct.redis.script_load(SCRIPTS.idem_tx_commit.source)  # so it runs, not NOSCRIPT
+    async with FaultProxy(server.port) as proxy:
+        proxy.cut_on(SCRIPTS.idem_tx_commit.sha.encode(), forward=True)
+        bus = make_bus(f"redis://127.0.0.1:{proxy.port}/0", "lost")
+        async with running_worker(bus, router, settings=FAST) as worker:
+            await direct.publish(Job(n=1))
+            await wait_for(lambda: runs == [1] and no_pending(direct, "jobs", "test.tx"))
+            assert proxy.tripped.is_set()  # the commit ran; its reply was lost
+            await direct.publish(Job(n=2))
+            await wait_for(lambda: worker.consumers[0].stats.ok == 1, message="event 2")
+    effects = await direct.redis.hgetall(f"{direct.keys.stream('jobs')}:app:effects")
+    assert effects == {b"1": b"1", b"2": b"1"}
+    assert runs == [1, 2]
