@@ -275,8 +275,8 @@ async def test_worker_warns_of_the_group_0_1_named_this_handler(
     first, again = (r.getMessage() for r in caplog.records)
     assert first == (
         f"handler orders.handlers.fraud_check: group {old} on {key} is from eventbus 0.1's "
-        "default naming (1 pending, 2 entries unread) and is no longer read: the handler's "
-        f"group is now {new} (created now, from new entries). Pass group='{old}' to "
+        "default naming (1 pending, 2 unread) and is no longer read: the handler's "
+        f"group is now {new} (created now). Pass group='{old}' to "
         f"subscribe() to keep the old group, or delete it with `eventbus group delete jobs "
         f"{old}` (until then it holds back trimming)"
     )
