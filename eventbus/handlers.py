@@ -44,9 +44,17 @@ class HandlerSpec:
     # the largest payload this handler's worker decodes; None: the stream's, else 1 MiB
     max_event_bytes: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # True when `name` is the default `module.qualname` (no name= given)
+    default_name: bool = False
 
     def group(self, service: str) -> str:
-        return self.group_override or f"{service}.{self.name}"
+        """The consumer group: ``group=``, else `default_group` (see events-and-handlers.md)."""
+        return self.group_override or default_group(service, self.name, self.default_name)
+
+    def legacy_group(self, service: str) -> str | None:
+        """The group eventbus 0.1 named this handler, when that differs from `group()`."""
+        old = None if self.group_override else f"{service}.{self.name}"
+        return old if old != self.group(service) else None
 
     @property
     def streams(self) -> list[str]:
@@ -59,6 +67,19 @@ class HandlerSpec:
         if self.wants_context:
             return self.fn(event, ctx)
         return self.fn(event)
+
+
+def default_group(service: str, name: str, default_name: bool) -> str:
+    """``<service>.<name>``, except that a default name (``module.qualname``) whose first
+    component is the service does not repeat it: module ``orders.handlers`` in service
+    ``orders`` gives ``orders.handlers.fraud_check``, not ``orders.orders.handlers...``.
+
+    Explicit ``name=`` values keep ``<service>.<name>``, as in eventbus 0.1, so the
+    groups of handlers that were given a name never change.
+    """
+    if default_name and name.startswith(f"{service}."):
+        return name
+    return f"{service}.{name}"
 
 
 def qualified_name(fn: Callable[..., Any]) -> str:

@@ -204,7 +204,8 @@ class Router:
         parameter's annotation (a class or a union of classes).
 
         Options: ``name`` (default ``module.qualname``), ``group`` (default
-        ``<service>.<name>``), ``concurrency`` (16), ``max_attempts`` (5),
+        ``<service>.<name>``, not repeating the service when a default name starts with
+        it: docs/events-and-handlers.md), ``concurrency`` (16), ``max_attempts`` (5),
         ``backoff`` (a Backoff or the initial delay), ``lease`` (30 s),
         ``timeout`` (None), ``start_from`` ("new", "beginning" or a datetime),
         ``idempotent`` (False; with ``idempotency_ttl`` (24 h), ``idempotency_store`` (a
@@ -235,7 +236,8 @@ class Router:
     ) -> HandlerSpec:
         if not callable(fn):
             raise ConfigurationError(f"subscribe() decorates a function, got {fn!r}")
-        name = options.pop("name", None) or qualified_name(fn)
+        given_name = options.pop("name", None)
+        name = given_name or qualified_name(fn)
         what = f"handler {name!r}"
         check_name("handler", name)
         known = {k: options.pop(k) for k in SUBSCRIBE_OPTIONS if k in options}
@@ -277,6 +279,7 @@ class Router:
             start_from=start_from,
             idempotency=idempotency,
             max_event_bytes=known.get("max_event_bytes"),
+            default_name=not given_name,
         )
 
     def _add(self, spec: HandlerSpec) -> None:

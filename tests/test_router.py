@@ -1,14 +1,28 @@
-"""Declaration mistakes fail when the handler is declared, naming it and the fix."""
+"""Declaration mistakes fail when the handler is declared, naming it and the fix; the
+group names handlers get."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from eventbus import ConfigurationError, Context, Event, Router, default_router, subscribe
+from eventbus import (
+    ConfigurationError,
+    Context,
+    Event,
+    EventBus,
+    Router,
+    Worker,
+    default_router,
+    subscribe,
+)
+from eventbus.handlers import HandlerFunc, HandlerSpec
 from eventbus.router import Router as RouterClass
+from eventbus.testing import running_worker
 from tests.apps.events import Job, Other, Ping
 
 
@@ -139,3 +153,149 @@ def test_module_level_subscribe_uses_default_router() -> None:
         assert isinstance(default_router, RouterClass)
     finally:
         default_router._handlers.pop("default-router-probe")
+
+
+# -- group names ----------------------------------------------------------------------
+
+
+def handler_in(module: str, qualname: str = "fraud_check") -> HandlerFunc:
+    """A handler function that looks as if it were defined in `module`."""
+
+    async def fn(event: Job) -> None: ...
+
+    fn.__module__, fn.__qualname__, fn.__name__ = module, qualname, qualname.rpartition(".")[2]
+    return fn
+
+
+def spec_of(fn: HandlerFunc, **options: Any) -> HandlerSpec:
+    router = Router()
+    router.subscribe(**options)(fn)
+    [spec] = router.handlers
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("module", "qualname", "group"),
+    [
+        # the service's own package: the service is not repeated
+        ("orders.handlers", "fraud_check", "orders.handlers.fraud_check"),
+        ("orders", "fraud_check", "orders.fraud_check"),
+        ("orders.api.consumers", "Mailer.send", "orders.api.consumers.Mailer.send"),
+        # any other module: the service, then the module path, as in 0.1
+        ("billing.handlers", "fraud_check", "orders.billing.handlers.fraud_check"),
+        ("orders_v2.handlers", "fraud_check", "orders.orders_v2.handlers.fraud_check"),
+        ("__main__", "fraud_check", "orders.__main__.fraud_check"),
+    ],
+)
+def test_default_group_names(module: str, qualname: str, group: str) -> None:
+    spec = spec_of(handler_in(module, qualname))
+    assert spec.name == f"{module}.{qualname}"  # the handler's name itself is unchanged
+    assert spec.group("orders") == group
+
+
+def test_explicit_name_and_group_keep_their_0_1_group_names() -> None:
+    fn = handler_in("orders.handlers")
+    assert spec_of(fn, name="fraud").group("orders") == "orders.fraud"
+    assert spec_of(fn, name="orders.fraud").group("orders") == "orders.orders.fraud"
+    assert spec_of(fn, group="orders.orders.handlers.fraud_check").group("orders") == (
+        "orders.orders.handlers.fraud_check"
+    )
+    for spec in (spec_of(fn, name="fraud"), spec_of(fn, group="kept")):
+        assert spec.legacy_group("orders") is None
+
+
+def test_legacy_group_is_the_0_1_default_when_it_differs() -> None:
+    assert spec_of(handler_in("orders.handlers")).legacy_group("orders") == (
+        "orders.orders.handlers.fraud_check"
+    )
+    assert spec_of(handler_in("billing")).legacy_group("orders") is None  # unchanged name
+
+
+def test_same_function_name_in_two_modules_gets_two_groups() -> None:
+    router = Router()
+    router.subscribe(handler_in("orders.handlers"))
+    router.subscribe(handler_in("orders.admin.handlers"))
+    router.subscribe(handler_in("orders"))
+    groups = [spec.group("orders") for spec in router.handlers]
+    assert groups == [
+        "orders.handlers.fraud_check",
+        "orders.admin.handlers.fraud_check",
+        "orders.fraud_check",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # a top-level package `billing` and the service's own `orders.billing`
+        ({"fn": handler_in("billing")}, {"fn": handler_in("orders.billing")}),
+        # name="fraud_check" and a handler of that name in the service's own module
+        ({"fn": handler_in("tools"), "name": "fraud_check"}, {"fn": handler_in("orders")}),
+    ],
+)
+def test_a_group_name_two_handlers_would_share_fails_at_start(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    router = Router()
+    for options in (first, second):
+        fn = options.pop("fn")
+        router.subscribe(**options)(fn)
+    bus = EventBus.from_url("redis://127.0.0.1:1", service="orders")  # never connects
+    with pytest.raises(ConfigurationError, match=r"group 'orders\.[a-z._]+' on stream 'jobs'"):
+        Worker(bus, router)
+
+
+async def test_worker_warns_of_the_group_0_1_named_this_handler(
+    eventbus_redis_url: str,
+    eventbus_prefix: str,
+    make_bus: Callable[..., EventBus],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = make_bus(eventbus_redis_url, eventbus_prefix, service="orders")
+    key = bus.keys.stream("jobs")
+    old, new = "orders.orders.handlers.fraud_check", "orders.handlers.fraud_check"
+    # eventbus 0.1's group: 1 entry delivered and not acked, 2 not read yet
+    await bus.redis.xgroup_create(key, old, id="0", mkstream=True)
+    for n in range(3):
+        await bus.publish(Job(n=n))
+    await bus.redis.xreadgroup(old, "c", {key: ">"}, count=1)
+    upgraded = Router()
+    upgraded.subscribe(handler_in("orders.handlers"))
+    kept = Router()
+    kept.subscribe(group=old)(handler_in("orders.handlers"))
+
+    with caplog.at_level(logging.WARNING, logger="eventbus.worker"):
+        async with running_worker(bus, kept):
+            pass
+        assert not caplog.records  # group= names the old group: nothing to say
+        async with running_worker(bus, upgraded):
+            pass
+        async with running_worker(bus, upgraded):
+            pass
+    first, again = (r.getMessage() for r in caplog.records)
+    assert first == (
+        f"handler orders.handlers.fraud_check: group {old} on {key} is from eventbus 0.1's "
+        "default naming (1 pending, 2 unread) and is no longer read: the handler's "
+        f"group is now {new} (created now). Pass group='{old}' to "
+        f"subscribe() to keep the old group, or delete it with `eventbus group delete jobs "
+        f"{old}` (until then it holds back trimming)"
+    )
+    assert "(it exists too)" in again
+    names = {g["name"].decode() for g in await bus.redis.xinfo_groups(key)}
+    assert names == {old, new}
+
+
+async def test_no_warning_without_a_group_of_the_old_name(
+    eventbus_redis_url: str,
+    eventbus_prefix: str,
+    make_bus: Callable[..., EventBus],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = make_bus(eventbus_redis_url, eventbus_prefix, service="orders")
+    router = Router()
+    router.subscribe(handler_in("orders.handlers"))
+    router.subscribe(handler_in("billing"))  # named as in 0.1: no old name to look for
+    with caplog.at_level(logging.WARNING, logger="eventbus.worker"):
+        async with running_worker(bus, router):
+            pass
+    assert not caplog.records

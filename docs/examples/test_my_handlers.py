@@ -2,13 +2,18 @@
 
 With eventbus installed, pytest has the fixtures ``eventbus_bus`` (a bus on a
 throwaway Redis, with a key prefix of its own per test), ``eventbus_redis_url``,
-``eventbus_prefix`` and ``redis_server_factory``.
+``eventbus_prefix`` and ``redis_server_factory``. The async tests run with pytest-asyncio
+(docs/testing.md says how to set up a project).
 """
 
 from __future__ import annotations
 
+import pytest
+
 from eventbus import Context, Event, EventBus, Router
 from eventbus.testing import running_worker, wait_for
+
+pytestmark = pytest.mark.asyncio  # pytest-asyncio runs this module's async tests
 
 
 class UserSignedUp(Event, stream="users"):

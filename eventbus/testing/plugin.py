@@ -3,7 +3,8 @@
 - ``eventbus_redis_url`` (session): a real Redis for the session (see `test_redis_url`).
 - ``eventbus_prefix``: a fresh key prefix per test.
 - ``eventbus_bus``: an `EventBus` on that Redis and prefix, closed after the test
-  (needs pytest-asyncio).
+  (needs pytest-asyncio; a pytest-asyncio fixture, so it works in its default strict
+  mode, for tests marked ``@pytest.mark.asyncio``).
 - ``redis_server_factory``: start extra `RedisServer`s a test may kill and restart.
 """
 
@@ -44,18 +45,28 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
         server.close()
 
 
+async def _bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
+    bus = EventBus.from_url(eventbus_redis_url, service="test", prefix=eventbus_prefix)
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
+
+
+def _needs_pytest_asyncio() -> None:
+    pytest.fail(
+        "the eventbus_bus fixture needs pytest-asyncio: pip install pytest-asyncio "
+        "(see eventbus's docs/testing.md)",
+        pytrace=False,
+    )
+
+
+# a pytest-asyncio fixture, so it works in pytest-asyncio's default strict mode; without
+# pytest-asyncio, a fixture that says to install it
+eventbus_bus: object
 try:
     import pytest_asyncio
-except ImportError:  # pragma: no cover - fixtures below need pytest-asyncio
-    pass
+except ImportError:
+    eventbus_bus = pytest.fixture(_needs_pytest_asyncio, name="eventbus_bus")
 else:
-
-    @pytest_asyncio.fixture
-    async def eventbus_bus(
-        eventbus_redis_url: str, eventbus_prefix: str
-    ) -> AsyncIterator[EventBus]:
-        bus = EventBus.from_url(eventbus_redis_url, service="test", prefix=eventbus_prefix)
-        try:
-            yield bus
-        finally:
-            await bus.aclose()
+    eventbus_bus = pytest_asyncio.fixture(_bus, name="eventbus_bus")

@@ -58,6 +58,7 @@ from eventbus.worker.groups import (
     last_delivered,
     recreate_group,
     start_id,
+    warn_if_renamed,
 )
 from eventbus.worker.leases import LeaseKeeper
 from eventbus.worker.ratelimit import RateLimited
@@ -386,6 +387,17 @@ class GroupConsumer:
         )
         if created:
             log.info("created group %s on %s", self.group, self.key)
+        old = self.spec.legacy_group(self.bus.service)
+        if old is not None:
+            await warn_if_renamed(
+                self._client,
+                self.key,
+                self.stream,
+                handler=self.spec.name,
+                old=old,
+                new=self.group,
+                created=created,
+            )
         self._last_seen = await last_delivered(self._client, self.key, self.group)
         self._ready.set()
 

@@ -53,6 +53,35 @@ async def last_delivered(client: Redis, key: str, group: str) -> str | None:
     return None
 
 
+async def warn_if_renamed(
+    client: Redis, key: str, stream: str, *, handler: str, old: str, new: str, created: bool
+) -> None:
+    """Warn when `old`, eventbus 0.1's default name of `handler`'s group (now `new`), still
+    exists on the stream: nothing reads it any more, and it holds back trimming."""
+    for info in await client.xinfo_groups(key):
+        name = info["name"]
+        if (name.decode() if isinstance(name, bytes) else name) != old:
+            continue
+        lag = info.get("lag")
+        log.warning(
+            "handler %s: group %s on %s is from eventbus 0.1's default naming (%d pending, "
+            "%s unread) and is no longer read: the handler's group is now %s (%s). Pass "
+            "group=%r to subscribe() to keep the old group, or delete it with `eventbus "
+            "group delete %s %s` (until then it holds back trimming)",
+            handler,
+            old,
+            key,
+            int(info["pending"]),
+            "?" if lag is None else int(lag),
+            new,
+            "created now" if created else "it exists too",
+            old,
+            stream,
+            old,
+        )
+        return
+
+
 async def recreate_group(client: Redis, key: str, group: str, last_seen: str | None) -> str:
     """Re-create a group that disappeared; returns the id it restarts after.
 
