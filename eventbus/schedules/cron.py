@@ -206,14 +206,27 @@ def ticks_after(spec: CronSpec, tz: tzinfo, after: datetime) -> Iterator[datetim
     """The spec's ticks strictly after `after` (aware), as UTC instants, increasing."""
     after_utc = after.astimezone(UTC)
     local = after_utc.astimezone(tz).replace(tzinfo=None)
-    # start an hour back in wall time, so ticks in an overlap or gap are not stepped over
-    it = croniter(spec.expression, local - timedelta(hours=1), second_at_beginning=spec.has_seconds)
+    # near a change of the zone's offset, start an hour back in wall time, so ticks in an
+    # overlap or gap are not stepped over; elsewhere (always, in UTC) start at `after`:
+    # an hour back costs 3,600 steps for a schedule with a seconds field
+    back = timedelta(hours=1) if _offset_changes_near(tz, after_utc) else timedelta(0)
+    it = croniter(spec.expression, local - back, second_at_beginning=spec.has_seconds)
     last: datetime | None = None
     while True:
         instant = _instant(it.get_next(datetime), tz)
         if instant > after_utc and instant != last:
             last = instant
             yield instant
+
+
+def _offset_changes_near(
+    tz: tzinfo, instant: datetime, window: timedelta = timedelta(hours=3)
+) -> bool:
+    """Whether the zone's UTC offset differs anywhere within `window` of `instant` (DST
+    transitions move it by at most a few hours; checking both ends and the middle finds
+    any change closer than that)."""
+    offsets = {(instant + d).astimezone(tz).utcoffset() for d in (-window, timedelta(0), window)}
+    return len(offsets) > 1
 
 
 def next_tick(spec: CronSpec, tz: tzinfo, after: datetime) -> datetime:
