@@ -22,6 +22,7 @@ from eventbus.envelope import Encoding, content_type
 from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.permissions import is_refusal, refused
 from eventbus.publishing.aio import AsyncFlusher, send
 from eventbus.publishing.core import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -172,7 +173,11 @@ class EventBus:
         return redact(self.url) if self.url else "<client>"
 
     async def check_connection(self, timeout: float = 10.0) -> None:
-        """PING until Redis answers; after `timeout` seconds raise ConnectionFailed."""
+        """PING until Redis answers; after `timeout` seconds raise ConnectionFailed.
+
+        A server that answers but refuses us (a wrong password or user, a database that
+        does not exist, a user without the PING permission) fails at once: waiting
+        would not help."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         reconnect = Reconnect(maximum=1.0)
@@ -181,10 +186,13 @@ class EventBus:
                 await self._redis.ping()
                 return
             except (RedisError, OSError) as exc:
+                if is_refusal(exc):
+                    raise refused(exc, url=self.url, display_url=self.display_url) from None
                 delay = reconnect.next_delay()
                 if loop.time() + delay > deadline:
                     raise ConnectionFailed(
-                        f"cannot reach Redis at {self.display_url} ({exc or type(exc).__name__}); "
+                        f"cannot reach Redis at {self.display_url} "
+                        f"({str(exc) or type(exc).__name__}); "
                         "check --redis-url / EVENTBUS_REDIS_URL and that the server is up"
                     ) from exc
                 await asyncio.sleep(delay)

@@ -23,6 +23,11 @@ class ConnectionFailed(EventBusError, ConnectionError):
     """Redis could not be reached (wraps the redis-py error)."""
 
 
+class PermissionDenied(ConfigurationError):
+    """The Redis user lacks an ACL permission the bus needs (a NOPERM reply): a
+    configuration mistake, not an outage. The message names what is missing."""
+
+
 class DecodeError(EventBusError):
     """A stream entry could not be decoded into an event."""
 

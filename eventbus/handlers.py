@@ -41,6 +41,8 @@ class HandlerSpec:
     timeout_s: float | None
     start_from: StartFrom
     idempotency: IdempotencyOptions | None = None
+    # the largest payload this handler's worker decodes; None: the stream's, else 1 MiB
+    max_event_bytes: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def group(self, service: str) -> str:
@@ -148,7 +150,16 @@ def check_options(
     concurrency: int,
     max_attempts: int,
     start_from: object,
+    max_event_bytes: object = None,
 ) -> None:
+    if max_event_bytes is not None and (
+        not isinstance(max_event_bytes, int)
+        or isinstance(max_event_bytes, bool)
+        or max_event_bytes < 1
+    ):
+        raise ConfigurationError(
+            f"{what}: max_event_bytes must be a positive int or None, got {max_event_bytes!r}"
+        )
     if group is not None:
         check_name("group", group)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:

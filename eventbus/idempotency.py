@@ -12,8 +12,9 @@ protocol (DESIGN.md, "Idempotency"):
 - failure: ``idem_abort.lua`` deletes the claim if it is still ours, then the entry is
   released with backoff as usual.
 
-With ``ctx.transaction()``, the writes a handler queues run in the same MULTI/EXEC as the
-done marker and the XACK, guarded by WATCH on the marker: all of them happen, or none.
+With ``ctx.transaction()``, the writes a handler queues run in one script with the check
+of the claim, the done marker and the XACK (``idem_tx_commit.lua``): all of them happen,
+or none; and never twice, whatever the on_store_error policy.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datetime import timedelta
 from typing import Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
@@ -37,6 +38,22 @@ log = logging.getLogger("eventbus.idempotency")
 StoreErrorPolicy = Literal["fail_open", "fail_closed"]
 Verdict = Literal["acquired", "done", "busy"]
 DEFAULT_TTL = timedelta(hours=24)
+# Lua's unpack() takes at most about 8,000 values: the bound of one queued command
+MAX_COMMAND_ARGS = 7000
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    """What a transactional commit did: "applied" (with the errors of commands that
+    failed while running), "done" (the key was already handled: nothing applied, entry
+    acknowledged) or "busy" (another delivery holds the key: nothing applied)."""
+
+    verdict: Literal["applied", "done", "busy"]
+    details: list[str]
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +89,7 @@ class IdempotencyOptions:
 
 
 class Transaction:
-    """Redis writes a handler queues; the worker runs them in one MULTI/EXEC with the
+    """Redis writes a handler queues; the worker runs them in one script with the
     idempotency marker and the XACK once the handler has succeeded.
 
         tx = ctx.transaction()
@@ -93,6 +110,11 @@ class Transaction:
         """Queue any Redis command (``tx.call("HSET", key, field, value)``)."""
         if not args:
             raise ConfigurationError("Transaction.call needs a command")
+        if len(args) > MAX_COMMAND_ARGS:
+            raise ConfigurationError(
+                f"Transaction: {args[0]!r} has {len(args):,} arguments; at most "
+                f"{MAX_COMMAND_ARGS:,} fit one queued command: split it into several calls"
+            )
         for arg in args:
             if not isinstance(arg, (bytes, str, int, float)) or isinstance(arg, bool):
                 raise ConfigurationError(
@@ -140,7 +162,6 @@ class IdempotencyGuard:
         options: IdempotencyOptions,
         *,
         main: Pooled,
-        client: Redis,
         marker_prefix: str,
         stream_key: str,
         group: str,
@@ -150,7 +171,6 @@ class IdempotencyGuard:
         self.options = options
         self.same_store = options.store_url is None
         self._main = main
-        self._client = client  # the stream's Redis (transactions)
         self._store_client: Redis | None = None
         if options.store_url is not None:
             from eventbus.bus import make_client
@@ -214,42 +234,36 @@ class IdempotencyGuard:
         await self._main.call("XACK", self._stream_key, self._group, *(i for i, _ in done))
 
     async def commit_transaction(
-        self, stream_id: str, marker: str | None, token: str, tx: Transaction
-    ) -> bool:
-        """Run `tx`, mark done and acknowledge in one MULTI/EXEC, if the claim is still
-        ours (WATCH). False when it is not: nothing was applied. With no `marker` (a
-        fail_open run while the store was unreachable): the writes and the ack only.
+        self, stream_id: str, marker: str, token: str, tx: Transaction
+    ) -> TxOutcome:
+        """Run `tx`, mark the key done and acknowledge the entry in one script, if the
+        claim is still ours (`token`; "" for a fail_open run while the store was
+        unreachable: then only if no one holds or has finished the key).
 
-        A command Redis rejects before running any (unknown, wrong arity, OOM) raises
-        ResponseError with nothing applied: the caller fails the attempt."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            try:
-                if marker is not None:
-                    await pipe.watch(marker)
-                    owner = await pipe.get(marker)
-                    if (owner.decode() if isinstance(owner, bytes) else owner) != token:
-                        return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                for command in tx.commands:
-                    pipe.execute_command(*command)
-                if marker is not None:
-                    pipe.execute_command("SET", marker, "done", "PX", self._ttl_ms)
-                pipe.execute_command("XACK", self._stream_key, self._group, stream_id)
-                results = await pipe.execute(raise_on_error=False)
-            except WatchError:
-                # the claim changed, or (redis-py reports it the same way) the reply of
-                # EXEC was lost: the marker tells which
-                assert marker is not None
-                return await self._client.get(marker) == b"done"
-        errors = [r for r in results if isinstance(r, Exception)]
-        if errors:
-            # Redis does not roll back a command that fails inside EXEC: say so loudly
-            log.error(
-                "%s: %d command(s) of the transaction of %s failed (the others, the done "
-                "marker and the ack were applied): %s",
-                self._group, len(errors), stream_id, errors[0],
-            )  # fmt: skip
-        return True
+        A command Redis rejects before running any (unknown, wrong arity, no permission)
+        raises ResponseError with nothing applied: the caller fails the attempt."""
+        args: list[Arg] = [self._group, stream_id, token, self._ttl_ms, len(tx.commands)]
+        for command in tx.commands:
+            args.append(len(command))
+            args.extend(command)
+        reply = await self._main.script(SCRIPTS.idem_tx_commit, [self._stream_key, marker], args)
+        verdict = _text(reply[0])
+        if verdict == "applied":
+            errors = [_text(e) for e in reply[1:]]
+            if errors:
+                # Redis does not roll back a command that fails while running: say so loudly
+                log.error(
+                    "%s: %d command(s) of the transaction of %s failed (the others, the done "
+                    "marker and the ack were applied): %s",
+                    self._group,
+                    len(errors),
+                    stream_id,
+                    errors[0],
+                )
+            return TxOutcome("applied", errors)
+        if verdict == "done":
+            return TxOutcome("done", [])
+        return TxOutcome("busy", [_text(r) for r in reply[1:]])
 
     async def aclose(self) -> None:
         if self._store_client is not None:

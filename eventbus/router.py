@@ -41,6 +41,7 @@ SUBSCRIBE_OPTIONS = (
     "idempotency_ttl",
     "idempotency_store",
     "on_store_error",
+    "max_event_bytes",
 )
 IDEMPOTENCY_OPTIONS = ("idempotency_ttl", "idempotency_store", "on_store_error")
 DEFAULT_LEASE = timedelta(seconds=30)
@@ -194,6 +195,7 @@ class Router:
         idempotency_ttl: Duration = DEFAULT_TTL,
         idempotency_store: str | None = None,
         on_store_error: StoreErrorPolicy = "fail_open",
+        max_event_bytes: int | None = None,
         **unknown: Never,
     ) -> Callable[[F], F]: ...
 
@@ -206,7 +208,9 @@ class Router:
         ``backoff`` (a Backoff or the initial delay), ``lease`` (30 s),
         ``timeout`` (None), ``start_from`` ("new", "beginning" or a datetime),
         ``idempotent`` (False; with ``idempotency_ttl`` (24 h), ``idempotency_store`` (a
-        Redis URL; default the stream's own) and ``on_store_error`` ("fail_open")).
+        Redis URL; default the stream's own) and ``on_store_error`` ("fail_open")),
+        ``max_event_bytes`` (the largest payload decoded; default the stream's, else
+        1 MiB: a larger entry is dead-lettered unread).
         """
         if len(event_types) == 1 and not options and _is_plain_function(event_types[0]):
             fn = event_types[0]
@@ -246,6 +250,7 @@ class Router:
             concurrency=concurrency,
             max_attempts=max_attempts,
             start_from=start_from,
+            max_event_bytes=known.get("max_event_bytes"),
         )
         types = resolve_types(fn, event_types, what)
         params = inspect.signature(fn).parameters
@@ -271,6 +276,7 @@ class Router:
             timeout_s=None if timeout is None else seconds(timeout, name=f"{what}: timeout"),
             start_from=start_from,
             idempotency=idempotency,
+            max_event_bytes=known.get("max_event_bytes"),
         )
 
     def _add(self, spec: HandlerSpec) -> None:
@@ -329,6 +335,7 @@ def subscribe(
     idempotency_ttl: Duration = DEFAULT_TTL,
     idempotency_store: str | None = None,
     on_store_error: StoreErrorPolicy = "fail_open",
+    max_event_bytes: int | None = None,
     **unknown: Never,
 ) -> Callable[[F], F]: ...
 

@@ -34,15 +34,28 @@ class Stream:
       never one that some group has not yet read or acknowledged. None: kept.
     - ``dedup_window``: how long ``publish(event, key=k)`` remembers ``k`` (default
       10 min); 0 turns publisher-side dedup off for the stream.
+    - ``max_event_bytes``: the largest payload a worker decodes from this stream
+      (default None: the handler's own limit, else 1 MiB, the publishers' default);
+      a larger entry is dead-lettered unread, with its size as the reason.
     """
 
     name: str
     maxlen: int | None = None
     retention: float | timedelta | None = None
     dedup_window: float | timedelta = DEFAULT_DEDUP_WINDOW_S
+    max_event_bytes: int | None = None
 
     def __post_init__(self) -> None:
         check_name("stream", self.name)
+        if self.max_event_bytes is not None and (
+            not isinstance(self.max_event_bytes, int)
+            or isinstance(self.max_event_bytes, bool)
+            or self.max_event_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"stream {self.name!r}: max_event_bytes must be a positive int or None, "
+                f"got {self.max_event_bytes!r}"
+            )
         if self.maxlen is not None and (
             not isinstance(self.maxlen, int) or isinstance(self.maxlen, bool) or self.maxlen < 1
         ):

@@ -269,6 +269,8 @@ class Dedicated:
             self.client_id = None
             await self._conn.connect()  # type: ignore[no-untyped-call]
             [reply] = await exchange(self._conn, pack(["CLIENT", "ID"]), 1)
+            if isinstance(reply, ResponseError):  # NOPERM: the user may not run CLIENT ID
+                raise reply
             self.client_id = int(reply)
 
     async def call(self, *args: Arg) -> Any:

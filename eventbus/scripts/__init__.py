@@ -25,6 +25,8 @@ class Scripts:
     idem_mark: Script
     idem_extend: Script
     idem_abort: Script
+    idem_tx_commit: Script
+    acl_probe: Script
     sched_record: Script
     redrive: Script
 
@@ -42,6 +44,8 @@ class Scripts:
             idem_mark=Script(source("idem_mark")),
             idem_extend=Script(source("idem_extend")),
             idem_abort=Script(source("idem_abort")),
+            idem_tx_commit=Script(source("idem_tx_commit")),
+            acl_probe=Script(source("acl_probe")),
             sched_record=Script(source("sched_record")),
             redrive=Script(source("redrive")),
         )

@@ -14,6 +14,9 @@ from redis.exceptions import DataError, RedisError, ResponseError
 
 from eventbus.envelope import Envelope
 from eventbus.idempotency import IdempotencyGuard, Transaction
+from eventbus.permissions import explain_noperm, is_noperm
+from eventbus.worker.deadletter import clip_repr, describe
+from eventbus.worker.ratelimit import RateLimited
 from eventbus.worker.stats import GroupStats
 
 if TYPE_CHECKING:
@@ -33,14 +36,19 @@ class Claims:
         stats: GroupStats,
         owned: dict[str, Delivery],
         bounce: Callable[[Delivery], Awaitable[None]],
+        retry: Callable[[Delivery], Awaitable[None]],
         succeeded: Callable[..., None],
         failed: Callable[[Delivery, Exception], Awaitable[None]],
+        user: str | None = None,
     ) -> None:
         self.guard = guard
         self._group = group
         self._stats = stats
         self._owned = owned
         self._bounce = bounce
+        self._retry = retry
+        self.user = user
+        self._warn = RateLimited(log)
         self._succeeded = succeeded
         self._failed = failed
         # deliveries whose sync handler outlived its timeout: their claims are kept (and
@@ -55,19 +63,46 @@ class Claims:
         try:
             verdict = await self.guard.begin(marker, token)
         except (RedisError, OSError) as exc:
+            if is_noperm(exc):
+                # a configuration mistake, not an outage: never run unguarded for it
+                self._stats.store_errors += 1
+                self._warn.error(
+                    "noperm",
+                    "%s; %s retried later, not run",
+                    explain_noperm(exc, user=self.user, what=self._group),
+                    delivery.stream_id,
+                )
+                await self._bounce(delivery)
+                return False
             self._stats.store_errors += 1
             if self.guard.options.on_store_error == "fail_open":
-                log.warning("%s: idempotency store unreachable (%s); running %s unguarded",
-                            self._group, exc, delivery.stream_id)  # fmt: skip
+                self._warn.warning(
+                    "unreachable",
+                    "%s: idempotency store unreachable (%s); running %s unguarded",
+                    self._group,
+                    describe(exc),
+                    delivery.stream_id,
+                )
+                # its commit still checks the key: a transaction is applied once
+                delivery.unguarded = marker
                 return True
-            log.warning("%s: idempotency store unreachable (%s); %s retried later",
-                        self._group, exc, delivery.stream_id)  # fmt: skip
+            self._warn.warning(
+                "unreachable",
+                "%s: idempotency store unreachable (%s); %s retried later",
+                self._group,
+                describe(exc),
+                delivery.stream_id,
+            )
             await self._bounce(delivery)
             return False
         if verdict == "done":
             self._stats.duplicates += 1
-            log.info("%s: %s is a duplicate of key %r, already handled", self._group,
-                     delivery.stream_id, key)  # fmt: skip
+            log.info(
+                "%s: %s is a duplicate of key %s, already handled",
+                self._group,
+                delivery.stream_id,
+                clip_repr(key),
+            )
             self._succeeded(delivery, duplicate=True)
             return False
         if verdict == "busy":
@@ -84,13 +119,15 @@ class Claims:
         return None
 
     async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
+        marker = delivery.marker or delivery.unguarded
+        assert marker is not None
+        token = delivery.token if delivery.marker is not None else ""
         delivery.done = True
         try:
-            applied = await self.guard.commit_transaction(
-                delivery.stream_id, delivery.marker, delivery.token, tx
-            )
+            outcome = await self.guard.commit_transaction(delivery.stream_id, marker, token, tx)
         except (ResponseError, DataError) as exc:
-            # rejected before anything ran (unknown command, OOM...): a failed attempt
+            # rejected with nothing applied (unknown command, wrong arity, no permission,
+            # a marker of the wrong type): a failed attempt
             delivery.done = False
             await self.drop(delivery)
             await self._failed(delivery, exc)
@@ -98,16 +135,42 @@ class Claims:
         except (RedisError, OSError) as exc:
             # applied or not, exactly once: either the marker says done, or our claim
             # stays and expires with the lease and the entry is handled again
-            log.warning("%s: commit of %s failed (%s); it will be settled on redelivery",
-                        self._group, delivery.stream_id, exc)  # fmt: skip
+            log.warning(
+                "%s: commit of %s failed (%s); it will be settled on redelivery",
+                self._group,
+                delivery.stream_id,
+                describe(exc),
+            )
             self._owned.pop(delivery.stream_id, None)
             return
-        if applied:
+        if outcome.verdict == "applied":
             self._stats.ok += 1
+            if delivery.count > 1:
+                self._stats.retried_ok += 1
+        elif outcome.verdict == "done":
+            # another delivery of the key finished first (a takeover while this one ran
+            # unguarded or past its lease): its transaction stands, this one's is dropped
+            self._stats.duplicates += 1
+            log.warning(
+                "%s: %s was handled by another delivery of its key while this one ran; "
+                "this run's transaction was not applied",
+                self._group,
+                delivery.stream_id,
+            )
         else:
             self._stats.lost += 1
-            log.warning("%s: %s was claimed by another consumer before its commit; its "
-                        "transaction was not applied", self._group, delivery.stream_id)  # fmt: skip
+            log.warning(
+                "%s: %s was claimed by another consumer before its commit; its "
+                "transaction was not applied",
+                self._group,
+                delivery.stream_id,
+            )
+            if delivery.marker is None:
+                # ran unguarded and someone holds the key now: retry (if still ours)
+                # after the backoff, when the other has finished or given up
+                delivery.done = False
+                await self._retry(delivery)
+                return
         self._owned.pop(delivery.stream_id, None)
 
     async def extend(self) -> None:

@@ -34,14 +34,24 @@ from eventbus import tracing
 from eventbus.backoff import Reconnect
 from eventbus.context import Context
 from eventbus.envelope import Envelope, PayloadDecoders, parse_fields
-from eventbus.errors import DecodeError
+from eventbus.errors import DecodeError, PermissionDenied
 from eventbus.events import Event, lookup
 from eventbus.idempotency import IdempotencyGuard
+from eventbus.permissions import explain_noperm, is_noperm, user_of
+from eventbus.publishing.core import DEFAULT_MAX_EVENT_BYTES
 from eventbus.scripts import SCRIPTS
 from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
 from eventbus.worker.claims import Claims
-from eventbus.worker.deadletter import describe, dlq_fields, traceback_tail
+from eventbus.worker.deadletter import (
+    MAX_NAME_CHARS,
+    clip,
+    clip_repr,
+    describe,
+    dlq_fields,
+    entry_size,
+    traceback_tail,
+)
 from eventbus.worker.groups import (
     create_group,
     is_nogroup,
@@ -50,6 +60,7 @@ from eventbus.worker.groups import (
     start_id,
 )
 from eventbus.worker.leases import LeaseKeeper
+from eventbus.worker.ratelimit import RateLimited
 from eventbus.worker.settings import WorkerSettings
 from eventbus.worker.stats import GroupStats
 
@@ -60,12 +71,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventbus.worker")
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# bytes an entry may hold besides its payload (names, the envelope, headers)
+MAX_ENVELOPE_BYTES = 64 * 1024
 
 
 class Delivery:
     """One entry we hold: read or claimed, until acked, released or dead-lettered."""
 
-    __slots__ = ("count", "done", "fields", "marker", "overrun", "stream_id", "token")
+    __slots__ = (
+        "count",
+        "done",
+        "fields",
+        "marker",
+        "overrun",
+        "stream_id",
+        "token",
+        "unguarded",
+    )
 
     def __init__(self, stream_id: str, fields: list[bytes], count: int) -> None:
         self.stream_id = stream_id
@@ -77,6 +99,9 @@ class Delivery:
         # an idempotent handler's claim on its idempotency key, while it holds one
         self.marker: str | None = None
         self.token = ""
+        # the marker of a key whose claim could not be taken (store unreachable,
+        # fail_open): the handler ran unguarded, and its commit still checks the key
+        self.unguarded: str | None = None
 
 
 class HandlerCancelled(Exception):
@@ -120,13 +145,17 @@ class GroupConsumer:
         self._last_seen: str | None = None
         self._cursor = "0-0"
         self._next_reclaim = 0.0
+        self._user = user_of(bus.url)
+        self._warn = RateLimited(log)
+        self._fatal: BaseException | None = None
+        limit = spec.max_event_bytes or bus.streams.get(stream).max_event_bytes
+        self._max_event_bytes = limit or DEFAULT_MAX_EVENT_BYTES
         where = f"{self.key}/{self.group}"
         self._acks: AckBatcher[str] = AckBatcher(self._xack, self._acked, where=where)
         guard = (
             IdempotencyGuard(
                 spec.idempotency,
                 main=self._wire,
-                client=bus.redis,
                 marker_prefix=bus.keys.idem(stream, self.group, ""),
                 stream_key=self.key,
                 group=self.group,
@@ -143,8 +172,10 @@ class GroupConsumer:
                 stats=self.stats,
                 owned=self._owned,
                 bounce=self._bounce,
+                retry=self._retry_later,
                 succeeded=self._succeeded,
                 failed=self._failed,
+                user=self._user,
             )
             if guard is not None
             else None
@@ -182,8 +213,11 @@ class GroupConsumer:
         ]
 
     async def wait_ready(self) -> None:
-        """Wait until the group exists in Redis (so new events are not missed)."""
+        """Wait until the group exists in Redis (so new events are not missed); raises
+        PermissionDenied when the Redis user may not create or read it."""
         await self._ready.wait()
+        if self._fatal is not None:
+            raise self._fatal
 
     @property
     def in_flight(self) -> int:
@@ -296,10 +330,24 @@ class GroupConsumer:
             except ResponseError as exc:
                 if is_nogroup(exc):
                     await self._group_lost(reconnect)
+                    continue
+                delay = reconnect.next_delay()
+                if is_noperm(exc):
+                    message = explain_noperm(exc, user=self._user, what=self.group)
+                    if not self._ready.is_set():  # at start: fail the worker's start
+                        self._fatal = PermissionDenied(message)
+                        self._ready.set()
+                        return
+                    self._warn.error("noperm", "%s; retrying in %.1fs", message, delay)
                 else:
-                    delay = reconnect.next_delay()
-                    log.error("%s: Redis error %s; retrying in %.1fs", self.group, exc, delay)
-                    await self._sleep(delay)
+                    self._warn.error(
+                        "redis",
+                        "%s: Redis error %s; retrying in %.1fs",
+                        self.group,
+                        describe(exc),
+                        delay,
+                    )
+                await self._sleep(delay)
             except Exception:
                 # never let the reader die: a dead reader silently stops the group
                 delay = reconnect.next_delay()
@@ -403,7 +451,7 @@ class GroupConsumer:
         log.log(
             level,
             "%s: cannot reach Redis at %s (%s); retrying in %.1fs",
-            self.group, self.bus.display_url, exc or type(exc).__name__, delay,
+            self.group, self.bus.display_url, describe(exc), delay,
         )  # fmt: skip
         try:
             await self.bus.recover()
@@ -455,8 +503,10 @@ class GroupConsumer:
             self._slot_freed.set()
 
     async def _handle(self, delivery: Delivery) -> None:
-        """decode → (claim) → handle → ack or commit, or release with backoff, or
-        dead-letter."""
+        """(size check) → decode → (claim) → handle → ack or commit, or release with
+        backoff, or dead-letter."""
+        if await self._too_large(delivery):
+            return
         decoded = await self._decode(delivery)
         if decoded is None:
             return
@@ -519,6 +569,26 @@ class GroupConsumer:
             if self.settings.metrics:
                 self.stats.duration.observe(time.perf_counter() - started)
 
+    async def _too_large(self, delivery: Delivery) -> bool:
+        """Dead-letter an entry too large to decode, unread; True when it was."""
+        data, other = entry_size(delivery.fields)
+        if data <= self._max_event_bytes and other <= MAX_ENVELOPE_BYTES:
+            return False
+        self.stats.too_large += 1
+        await self._dead_letter(
+            delivery,
+            reason="too_large",
+            error_type="EntryTooLarge",
+            error=(
+                f"entry of {data + other:,} bytes (payload {data:,}) exceeds this worker's "
+                f"limit of {self._max_event_bytes:,} payload bytes and "
+                f"{MAX_ENVELOPE_BYTES:,} bytes of other fields; it was not decoded. "
+                "Raise max_event_bytes (subscribe(...) or Stream(...)) and redrive it, or "
+                "keep large payloads outside the event"
+            ),
+        )
+        return True
+
     async def _decode(self, delivery: Delivery) -> tuple[Envelope, Event] | None:
         """The envelope and event; None when the entry was skipped or dead-lettered."""
         try:
@@ -529,7 +599,7 @@ class GroupConsumer:
                 return None
             return envelope, self._decoders.decode(envelope, cls)
         except Exception as exc:  # DecodeError, or an Event's __post_init__ raising
-            error = exc.reason if isinstance(exc, DecodeError) else f"{describe(exc)}"
+            error = clip(exc.reason) if isinstance(exc, DecodeError) else describe(exc)
             error_type = "DecodeError" if isinstance(exc, DecodeError) else type(exc).__name__
             await self._dead_letter(
                 delivery, reason="undecodable", error_type=error_type, error=error
@@ -549,8 +619,8 @@ class GroupConsumer:
         if lookup(self.stream, envelope.type) is not None:
             return None
         raise DecodeError(
-            f"unknown event type {envelope.type!r} on stream {self.stream!r}: no Event class "
-            "in this worker declares it; import the module that declares it, then redrive "
+            f"unknown event type {clip_repr(envelope.type)} on stream {self.stream!r}: no Event "
+            "class in this worker declares it; import the module that declares it, then redrive "
             "this entry from the dead-letter stream"
         )
 
@@ -592,8 +662,9 @@ class GroupConsumer:
                 self.stats.retried_ok += 1
         elif skipped:
             self.stats.skipped += 1
-        if delivery.marker is not None:
-            self._commits.add((delivery.stream_id, delivery.marker))
+        marker = delivery.marker or delivery.unguarded
+        if marker is not None and not duplicate:
+            self._commits.add((delivery.stream_id, marker))
         else:
             self._acks.add(delivery.stream_id)
 
@@ -620,6 +691,10 @@ class GroupConsumer:
                 self.group,
                 stream_id,
             )
+
+    async def _retry_later(self, delivery: Delivery) -> None:
+        """Release for a retry after the backoff, counting the attempt."""
+        await self._release([delivery], idle_ms=self._retry_idle_ms(delivery))
 
     def _retry_idle_ms(self, delivery: Delivery) -> int:
         delay = min(self.spec.backoff.delay(delivery.count), self.spec.lease_s)
@@ -668,8 +743,11 @@ class GroupConsumer:
                 return int(await self._wire.script(SCRIPTS.release, [self.key], args))
             except RedisError as exc:
                 # Still pending in Redis: reclaimed once its lease runs out. Nothing is lost.
-                log.warning(
-                    "%s: release failed (%s); entries return after the lease", self.group, exc
+                self._warn.warning(
+                    "release",
+                    "%s: release failed (%s); entries return after the lease",
+                    self.group,
+                    describe(exc),
                 )
                 return 0
 
@@ -693,6 +771,7 @@ class GroupConsumer:
             tb=tb,
             attempts=delivery.count,
             consumer=self.consumer,
+            max_field_bytes=self._max_event_bytes,
         )
         head: list[Arg] = [self.group, self.consumer, delivery.stream_id, self.settings.dlq_maxlen]
         try:
@@ -701,14 +780,37 @@ class GroupConsumer:
             )
         except RedisError as exc:
             # Still pending: reclaimed after the lease, and dead-lettered then.
-            log.error("%s: dead-lettering %s failed: %s", self.group, delivery.stream_id, exc)
+            self._warn.error(
+                "dead-letter",
+                "%s: dead-lettering %s failed: %s",
+                self.group,
+                delivery.stream_id,
+                describe(exc),
+            )
             moved = None
         if moved:
             self.stats.dead += 1
-            log.warning(
+            self._warn.warning(
+                f"dead:{reason}",
                 "%s: %s moved to %s (%s: %s)",
-                self.group, delivery.stream_id, self.dlq_key, reason, error,
-            )  # fmt: skip
+                self.group,
+                delivery.stream_id,
+                self.dlq_key,
+                reason,
+                clip(error, MAX_NAME_CHARS),
+            )
+            cut = int(moved[1])
+            if cut > 0:
+                self.stats.dlq_trimmed += cut
+                self._warn.warning(
+                    "dlq-cap",
+                    "%s: %s is at its cap (dlq_maxlen=%d): its %d oldest dead letters were "
+                    "dropped; redrive or purge dead letters, or raise dlq_maxlen",
+                    self.group,
+                    self.dlq_key,
+                    self.settings.dlq_maxlen,
+                    cut,
+                )
         self._owned.pop(delivery.stream_id, None)
 
 

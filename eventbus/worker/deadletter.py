@@ -1,4 +1,4 @@
-"""What a dead-letter entry records besides the original fields."""
+"""What a dead-letter entry records besides the original fields, bounded in size."""
 
 from __future__ import annotations
 
@@ -8,17 +8,41 @@ from eventbus.envelope import now_rfc3339
 from eventbus.wire import Arg
 
 TRACEBACK_TAIL = 2000
+MAX_ERROR_CHARS = 2000  # of an error message kept in a dead letter
+MAX_NAME_CHARS = 200  # of a value from an entry (a type, a key) quoted in a message
+# Field pairs of the original entry a dead letter copies at most (Lua's unpack() takes
+# about 8,000 values; an entry with more fields must still be dead-lettered).
+MAX_COPIED_PAIRS = 512
+# The envelope fields copied first when not every field fits.
+_ENVELOPE = frozenset(
+    {b"id", b"type", b"source", b"time", b"key", b"ct", b"traceparent", b"tracestate", b"pk"}
+)
+
+
+def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note of how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def clip_repr(value: object, limit: int = MAX_NAME_CHARS) -> str:
+    """repr(value) (control characters escaped), cut to about `limit` characters."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    return repr(value)
 
 
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:
-    """A one-line description of a failure; never raises (an exception's __str__ may)."""
+    """A one-line description of a failure, bounded; never raises (an exception's
+    __str__ may)."""
     try:
         text = str(exc)
     except Exception:
         text = ""
     if isinstance(exc, TimeoutError) and timeout_s is not None and not text:
         return f"handler exceeded its timeout of {timeout_s:g}s"
-    return text or type(exc).__name__
+    return clip(text) if text else type(exc).__name__
 
 
 def traceback_tail(exc: BaseException) -> str:
@@ -26,6 +50,42 @@ def traceback_tail(exc: BaseException) -> str:
         return "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:]
     except Exception:
         return f"{type(exc).__name__} (traceback unavailable)"
+
+
+def entry_size(fields: list[bytes]) -> tuple[int, int]:
+    """(bytes of the `data` field, bytes of every other name and value) of an entry."""
+    data = other = 0
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"data":
+            data += len(fields[i + 1])
+            other += 4
+        else:
+            other += len(fields[i]) + len(fields[i + 1])
+    return data, other
+
+
+def copied_fields(original: list[bytes], *, max_bytes: int) -> tuple[list[Arg], str]:
+    """The original fields a dead letter keeps (so it can be redriven as it was), and a
+    note of what it leaves out ("" when nothing): at most MAX_COPIED_PAIRS pairs, the
+    envelope first, and no field larger than `max_bytes` (a payload too large to
+    consume is not copied once per group; the original entry still has it)."""
+    pairs = [(original[i], original[i + 1]) for i in range(0, len(original) - 1, 2)]
+    if len(pairs) <= MAX_COPIED_PAIRS and all(len(v) <= max_bytes for _, v in pairs):
+        return list(original), ""
+    kept: list[Arg] = []
+    omitted: list[str] = []
+    others = 0
+    ordered = sorted(pairs, key=lambda p: p[0] not in _ENVELOPE)  # stable: envelope first
+    for name, value in ordered:
+        if len(value) > max_bytes or len(name) > max_bytes:
+            omitted.append(f"{clip_repr(name.decode(errors='replace'), 40)} ({len(value):,} bytes)")
+        elif len(kept) // 2 < MAX_COPIED_PAIRS:
+            kept += [name, value]
+        else:
+            others += 1
+    if others:
+        omitted.append(f"{others:,} more fields (of {len(pairs):,})")
+    return kept, ", ".join(omitted)
 
 
 def dlq_fields(
@@ -40,19 +100,33 @@ def dlq_fields(
     tb: str,
     attempts: int,
     consumer: str,
+    max_field_bytes: int,
 ) -> list[Arg]:
-    """The original fields (so the entry can be redelivered as it was) plus ``dlq_*``."""
-    fields: list[Arg] = list(original)
+    """The original fields (bounded, see `copied_fields`) plus ``dlq_*``."""
+    fields, omitted = copied_fields(original, max_bytes=max_field_bytes)
     fields += [
-        "dlq_group", group,
-        "dlq_handler", handler,
-        "dlq_stream_id", stream_id,
-        "dlq_reason", reason,
-        "dlq_error_type", error_type,
-        "dlq_error", error,
-        "dlq_traceback", tb,
-        "dlq_attempts", attempts,
-        "dlq_consumer", consumer,
-        "dlq_time", now_rfc3339(),
-    ]  # fmt: skip
+        "dlq_group",
+        group,
+        "dlq_handler",
+        handler,
+        "dlq_stream_id",
+        stream_id,
+        "dlq_reason",
+        reason,
+        "dlq_error_type",
+        clip(error_type, MAX_NAME_CHARS),
+        "dlq_error",
+        clip(error),
+        "dlq_traceback",
+        tb[-TRACEBACK_TAIL:],
+        "dlq_attempts",
+        attempts,
+        "dlq_consumer",
+        consumer,
+        "dlq_time",
+        now_rfc3339(),
+    ]
+    if omitted:
+        # what was not copied stays in the original entry (dlq_stream_id) until trimmed
+        fields += ["dlq_omitted", omitted]
     return fields

@@ -15,6 +15,7 @@ from eventbus.router import Router
 from eventbus.service import Runs, serve
 from eventbus.worker.consumer import GroupConsumer
 from eventbus.worker.janitor import Janitor
+from eventbus.worker.preflight import check_permissions
 from eventbus.worker.settings import WorkerSettings
 
 log = logging.getLogger("eventbus.worker")
@@ -74,6 +75,8 @@ class Worker(Runs):
         if self._started:
             return
         self._started = True
+        async with asyncio.timeout(timeout):
+            await check_permissions(self.bus, self.consumers)
         for consumer in self.consumers:
             consumer.start()
         for janitor in self.janitors:

@@ -19,6 +19,8 @@ class GroupStats:
     busy: int = 0  # idempotent: another delivery of the key was in flight; retried later
     store_errors: int = 0  # idempotent: the idempotency store could not be reached
     lost: int = 0  # transactions not applied: another consumer had claimed the entry
+    too_large: int = 0  # entries over the size limit: dead-lettered without decoding
+    dlq_trimmed: int = 0  # dead letters the dead-letter stream's cap (dlq_maxlen) cut
     duration: Histogram = field(default_factory=Histogram)  # handler run time
     age: Histogram = field(default_factory=lambda: Histogram(AGE_BUCKETS))  # publish -> start
 

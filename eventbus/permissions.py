@@ -1,0 +1,89 @@
+"""ACL permissions: telling a missing permission (NOPERM) from an outage, and checking
+up front that the Redis user may run what a worker needs."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote, urlsplit
+
+from redis.exceptions import AuthenticationError, ResponseError
+
+from eventbus.errors import ConnectionFailed, EventBusError, PermissionDenied
+
+# "NOPERM User u has no permissions to run the 'xack' command" (7.x),
+# "NOPERM this user has no permissions to run the 'xack' command or its subcommand" (6.2)
+_COMMAND = re.compile(r"run the '([^']+)' command")
+
+
+def is_noperm(exc: BaseException) -> bool:
+    """A reply refusing a command or key for lack of an ACL permission. ("in": before
+    Redis 7 an error inside a script arrives wrapped in "ERR Error running script".)"""
+    return isinstance(exc, ResponseError) and "NOPERM" in str(exc)
+
+
+def missing_permission(exc: BaseException) -> str:
+    """What the NOPERM reply says is missing: a command name, or "a key" / "a channel"."""
+    text = str(exc)
+    found = _COMMAND.search(text)
+    if found:
+        return found.group(1)
+    if "key" in text:
+        return "access to a key"
+    if "channel" in text:
+        return "access to a channel"
+    return "a permission"
+
+
+def explain_noperm(exc: BaseException, *, user: str | None, what: str) -> str:
+    """One line: what was refused, and how to grant it."""
+    missing = missing_permission(exc)
+    who = user or "default"
+    if missing.startswith("access to"):
+        fix = f"grant the key patterns with ACL SETUSER {who} ~<prefix>:*"
+    else:
+        fix = f"grant it with ACL SETUSER {who} +{missing}"
+    return f"{what}: the Redis user {who!r} lacks {missing!r} (NOPERM); {fix}"
+
+
+def user_of(url: str | None) -> str | None:
+    """The ACL user a Redis URL logs in as (None: the default user)."""
+    if not url:
+        return None
+    try:
+        name = urlsplit(url).username
+    except ValueError:
+        return None
+    return unquote(name) if name else None
+
+
+_REFUSALS = ("NOPERM", "WRONGPASS", "NOAUTH", "INVALID PASSWORD", "DB INDEX", "INVALID DATABASE")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The server answered but will not serve us as configured (a wrong password or
+    user, no such database, a missing permission): retrying cannot help. (LOADING,
+    MASTERDOWN and the like pass with time: not refusals.)"""
+    if isinstance(exc, AuthenticationError):
+        return True
+    text = str(exc).upper()
+    return any(word in text for word in _REFUSALS)
+
+
+def refused(exc: BaseException, *, url: str | None, display_url: str) -> EventBusError:
+    """The error for a server that answered but refused us: credentials, database,
+    permission. Retrying would not help, so callers raise it at once."""
+    text = str(exc) or type(exc).__name__
+    if is_noperm(exc):
+        return PermissionDenied(explain_noperm(exc, user=user_of(url), what=display_url))
+    upper = text.upper()
+    if any(word in upper for word in ("WRONGPASS", "NOAUTH", "AUTHENTICATION", "INVALID PASSWORD")):
+        return ConnectionFailed(
+            f"Redis at {display_url} refused the login ({text}); check the user and "
+            "password in the URL (redis://user:password@host:port/db)"
+        )
+    if "DB INDEX" in upper or "INVALID DATABASE" in upper:
+        return ConnectionFailed(
+            f"Redis at {display_url} has no such database ({text}); use a database number "
+            "the server has (redis://host:port/0; see its `databases` setting)"
+        )
+    return ConnectionFailed(f"Redis at {display_url} refused the connection: {text}")
