@@ -12,8 +12,9 @@ with the same key (the dedup window makes that safe) and recording the events wh
 publish returned. A chaos loop injects, at random intervals, in shuffled rounds of one
 of each: SIGKILL a worker and restart it; SIGSTOP a worker past its lease, then
 SIGCONT; SIGKILL Redis and restart it on the same port and data; SIGTERM a worker and
-restart it. Worker 0 is only ever stopped, never killed, so one process lives through
-the whole run for the memory check.
+restart it; SIGKILL Redis while all workers but one are stopped, resuming them after
+the restart and past their leases. Worker 0 is only ever stopped, never killed, so one
+process lives through the whole run for the memory check.
 
 Then publishing stops, the workers drain (waiting on conditions, with a deadline), stop
 gracefully, and the checks run: every event handled by every group; the transactional
@@ -68,13 +69,19 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = "benchmarks.soak_app"
 PREFIX = "soak"
 GROUPS = ("plain", "exactly-once", "flaky")
-FAULT_KINDS = ("kill-worker", "stop-worker", "kill-redis", "term-worker")
+FAULT_KINDS = ("kill-worker", "stop-worker", "kill-redis", "term-worker", "crash-stall")
 TAKEOVER_WARNING = re.compile(
-    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING .*?"
-    r"(?:(?P<g1>\S+): (?P<id1>\d+-\d+) was claimed by another consumer"
-    r"|(?P<g2>\S+): lost the lease of (?P<id2>\d+-\d+) \(another consumer claimed it\))"
+    r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) WARNING .*?(?P<group>\S+): (?:"
+    r"(?P<id1>\d+-\d+) was claimed by another consumer"
+    r"|lost the lease of (?P<id2>\d+-\d+) \(another consumer claimed it\)"
+    r"|(?P<id3>\d+-\d+) was handled by another delivery of its key)"
 )
-ANOTHER_CONSUMER = ("claimed by another consumer", "another consumer claimed it")
+# every line with one of these is a takeover warning, parsed by the pattern above or not
+TAKEOVER_TEXTS = (
+    "claimed by another consumer",
+    "another consumer claimed it",
+    "handled by another delivery of its key",
+)
 MIB = 1024 * 1024
 
 
@@ -314,49 +321,101 @@ async def publish_loop(bus: EventBus, config: SoakConfig, stop: asyncio.Event) -
     return out
 
 
-async def chaos_loop(
-    fleet: Fleet, server: RedisServer, config: SoakConfig, rng: random.Random, stop: asyncio.Event
-) -> list[Fault]:
+class Chaos:
+    """The faults, one method each; each returns (target, detail) once it is over."""
+
+    def __init__(
+        self, fleet: Fleet, server: RedisServer, config: SoakConfig, rng: random.Random
+    ) -> None:
+        self.fleet = fleet
+        self.server = server
+        self.config = config
+        self.rng = rng
+        self.lease = config.lease_s
+
+    def killable(self) -> int:
+        """A worker slot to kill or terminate: never worker 0, whose one lifetime spans
+        the run (the memory check)."""
+        return self.rng.randrange(1, self.config.workers) if self.config.workers > 1 else 0
+
+    async def kill_worker(self) -> tuple[str, str]:
+        slot = self.killable()
+        target = self.fleet.current[slot].consumer
+        new = await self.fleet.kill(slot)
+        return target, f"restarted as {new.consumer}"
+
+    async def term_worker(self) -> tuple[str, str]:
+        slot = self.killable()
+        target = self.fleet.current[slot].consumer
+        code = await self.fleet.terminate(slot)
+        return target, f"exit {code}, restarted as {self.fleet.current[slot].consumer}"
+
+    async def stop_worker(self) -> tuple[str, str]:
+        worker = self.fleet.current[self.rng.randrange(self.config.workers)]
+        pause = self.rng.uniform(1.5, 2.5) * self.lease
+        with stopped([worker]):
+            await asyncio.sleep(pause)
+        return worker.consumer, f"stopped {pause:.1f}s (lease {self.lease:g}s)"
+
+    async def kill_redis(self) -> tuple[str, str]:
+        began = time.time()
+        await self._redis_outage(self.rng.uniform(0.1, 2.5 * self.lease))
+        return "redis", f"down {time.time() - began:.1f}s"
+
+    async def crash_stall(self) -> tuple[str, str]:
+        """Redis crashes while workers are stalled (all but one, SIGSTOP first); they
+        resume past their leases, after the others took their entries over, on
+        connections the crash broke: what they had read but not yet claimed meets an
+        unreachable store (fail_open) while its entries are handled elsewhere."""
+        slots = self.rng.sample(range(self.config.workers), max(1, self.config.workers - 1))
+        workers = [self.fleet.current[s] for s in slots]
+        began = time.time()
+        with stopped(workers):
+            await self._redis_outage(self.rng.uniform(1.0, 2.0) * self.lease)
+            await asyncio.sleep(1.5 * self.lease)
+        target = "+".join(w.consumer for w in workers)
+        return target, f"stopped {time.time() - began:.1f}s around a Redis crash"
+
+    async def _redis_outage(self, down_s: float) -> None:
+        await asyncio.to_thread(self.server.kill)
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.server.start, 30.0)
+
+
+@contextlib.contextmanager
+def stopped(workers: list[WorkerProcess]) -> Iterator[None]:
+    """SIGSTOP the workers for the block; SIGCONT them whatever happens."""
+    for worker in workers:
+        worker.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.process.send_signal(signal.SIGCONT)
+
+
+async def chaos_loop(chaos: Chaos, stop: asyncio.Event) -> list[Fault]:
+    inject = {
+        "kill-worker": chaos.kill_worker,
+        "stop-worker": chaos.stop_worker,
+        "kill-redis": chaos.kill_redis,
+        "term-worker": chaos.term_worker,
+        "crash-stall": chaos.crash_stall,
+    }
     faults: list[Fault] = []
     kinds: list[str] = []
-    lease = config.lease_s
-    while len(faults) < config.max_faults:
+    while len(faults) < chaos.config.max_faults:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rng.uniform(*config.fault_gap_s))
+            await asyncio.wait_for(stop.wait(), chaos.rng.uniform(*chaos.config.fault_gap_s))
         if stop.is_set():
             break
         if not kinds:  # each round injects every kind once, in a random order
             kinds = list(FAULT_KINDS)
-            rng.shuffle(kinds)
+            chaos.rng.shuffle(kinds)
         kind = kinds.pop()
         start = time.time()
-        # worker 0 is never killed: its one lifetime spans the run (the memory check)
-        killable = rng.randrange(1, config.workers) if config.workers > 1 else 0
-        if kind == "kill-worker":
-            target = fleet.current[killable].consumer
-            new = await fleet.kill(killable)
-            detail = f"restarted as {new.consumer}"
-        elif kind == "term-worker":
-            target = fleet.current[killable].consumer
-            code = await fleet.terminate(killable)
-            detail = f"exit {code}, restarted as {fleet.current[killable].consumer}"
-        elif kind == "stop-worker":
-            worker = fleet.current[rng.randrange(config.workers)]
-            target = worker.consumer
-            pause = rng.uniform(1.5, 2.5) * lease
-            worker.process.send_signal(signal.SIGSTOP)
-            try:
-                await asyncio.sleep(pause)
-            finally:
-                worker.process.send_signal(signal.SIGCONT)
-            detail = f"stopped {pause:.1f}s (lease {lease:g}s)"
-        else:
-            target = "redis"
-            down = rng.uniform(0.1, 2.5 * lease)
-            await asyncio.to_thread(server.kill)
-            await asyncio.sleep(down)
-            await asyncio.to_thread(server.start, 30.0)
-            detail = f"down {time.time() - start:.1f}s"
+        target, detail = await inject[kind]()
         faults.append(Fault(kind, target, start, time.time(), detail))
         print(f"soak: fault {len(faults)}: {kind} {target} ({detail})", flush=True)
     return faults
@@ -454,15 +513,15 @@ def takeover_warnings(workers: list[WorkerProcess]) -> tuple[list[Warning_], int
     total = 0
     for worker in workers:
         for line in _lines(worker.log_path):
-            if not any(text in line for text in ANOTHER_CONSUMER):
+            if not any(text in line for text in TAKEOVER_TEXTS):
                 continue
             total += 1
             match = TAKEOVER_WARNING.match(line)
             if match is None:
                 continue
             at = datetime.strptime(match["time"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            group = match["g1"] or match["g2"]
-            stream_id = match["id1"] or match["id2"]
+            group = match["group"]
+            stream_id = match["id1"] or match["id2"] or match["id3"]
             parsed.append(Warning_(worker.consumer, group, stream_id, at, line.strip()))
     return parsed, total
 
@@ -501,9 +560,10 @@ def explain(
     for fault in faults:
         if not (fault.start <= warning.at and fault.end >= held_since):
             continue
-        if fault.kind == "stop-worker" and fault.target == warning.consumer:
+        stalled = fault.target.split("+")
+        if fault.kind in ("stop-worker", "crash-stall") and warning.consumer in stalled:
             return "stopped"
-        if fault.kind == "kill-redis" and fault.end - fault.start >= lease_s / 2:
+        if fault.kind in ("kill-redis", "crash-stall") and fault.end - fault.start >= lease_s / 2:
             return "redis down"
     return None
 
@@ -649,7 +709,7 @@ async def evaluate(
         detail += f"; first unexplained: {w.consumer}: {w.line[:160]} (all: {report})"
     checks.append(
         Check(
-            "'another consumer' warnings only on real takeovers",
+            "takeover warnings only on real takeovers",
             not unexplained and not unparsed,
             detail,
         )
@@ -705,9 +765,9 @@ async def evaluate(
     )
     figures["worker lifetimes"] = len(fleet.all)
     figures["worker RSS"] = rss_summary or "-"
-    figures["'another consumer' lines"] = lines
+    figures["takeover warning lines"] = lines
     figures["commit failed lines"] = count_lines(fleet.all, "it will be settled on redelivery")
-    figures["unguarded runs (fail_open)"] = count_lines(fleet.all, "unguarded")
+    figures["unguarded runs (fail_open) lines"] = count_lines(fleet.all, "unguarded")
     figures["Traceback lines"] = count_lines(fleet.all, "Traceback")
     return checks, figures
 
@@ -747,7 +807,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:
         stop, sampling = asyncio.Event(), asyncio.Event()
         sampler = asyncio.create_task(sample_loop(fleet, sampling))
         publisher = asyncio.create_task(publish_loop(bus, config, stop))
-        chaos = asyncio.create_task(chaos_loop(fleet, server, config, rng, stop))
+        chaos = asyncio.create_task(chaos_loop(Chaos(fleet, server, config, rng), stop))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(publisher), config.duration_s)
         stop.set()
