@@ -243,8 +243,21 @@ class Fleet:
         worker.exit_code = await asyncio.to_thread(worker.process.wait)
         return self.start(slot)
 
+    async def running(self, worker: WorkerProcess, timeout: float = 60.0) -> bool:
+        """Wait until the worker logged that it runs (its signal handlers are installed
+        once its groups are ready: a SIGTERM before that kills it, start-up unfinished)."""
+        needle = f"worker {worker.consumer} running".encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and worker.process.poll() is None:
+            if needle in worker.log_path.read_bytes():
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
     async def terminate(self, slot: int, *, restart: bool = True) -> int:
         worker = self.current[slot]
+        if not await self.running(worker):
+            self.unexpected_exits.append(f"{worker.consumer} was not running after 60 s")
         worker.stopped_by_us = True
         worker.process.terminate()
         try:
