@@ -64,13 +64,14 @@ async def serve(
         log.info("%s: stopping gracefully (send it again to stop at once)", sig.name)
         stop.set()
 
-    for service in services:
-        await service.start()
+    # installed before the services start: a SIGTERM while a worker waits for its
+    # groups (handlers may already run) must stop it gracefully, not kill the process
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
     try:
+        await _start_unless_stopped(services, stop)
         await stop.wait()
         # the handlers stay installed while the services stop: a second signal then
         # hurries them instead of killing the process mid-shutdown
@@ -78,3 +79,18 @@ async def serve(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _start_unless_stopped(services: Sequence[Service], stop: asyncio.Event) -> None:
+    """Start the services in turn; a stop requested meanwhile ends the wait for the one
+    starting (it is stopped with the others)."""
+    for service in services:
+        starting = asyncio.ensure_future(service.start())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait({starting})
+            return
+        starting.result()  # a start that failed (PermissionDenied, say) raises here
