@@ -4,7 +4,8 @@ The library behind the ``eventbus`` inspection commands; usable from code too. E
 function takes an :class:`~eventbus.bus.EventBus` (for its keys and connection) and
 reads or writes only what it says. Read functions never change state; the repair
 functions (:func:`redrive`, :func:`purge_dead`, :func:`reset_group`,
-:func:`delete_consumer`) take ``dry_run`` and report what they did or would do.
+:func:`delete_consumer`, :func:`delete_group`) take ``dry_run`` and report what they did
+or would do.
 """
 
 from __future__ import annotations
@@ -514,8 +515,7 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
     """Where the entry stands in each group of the stream."""
     info = await stream_info(bus.redis, bus.keys, stream, dlq_scan=0)
     key = info.key
-    dead = {d.group: d.id for d in await dead_letters(bus, stream, ids=[entry.id])
-            if d.stream_id == entry.id}  # fmt: skip
+    dead = {d.group: d.id for d in await dead_letters(bus, stream, original_ids=[entry.id])}
     target = entry.envelope.target if entry.envelope else entry.fields.get("target")
     pipe = _redis(bus).pipeline(transaction=False)
     for g in info.groups:
@@ -657,18 +657,23 @@ async def dead_letters(
     *,
     group: str | None = None,
     ids: Iterable[str] = (),
+    original_ids: Iterable[str] = (),
     limit: int | None = None,
 ) -> list[DeadLetter]:
-    """Dead letters of `stream`, oldest first; `ids` match the dead letter's id or the
-    original entry's id."""
-    wanted = set(ids)
+    """Dead letters of `stream`, oldest first. With `ids` and/or `original_ids`, only
+    those whose own id (in the dead-letter stream) is in `ids`, or whose original
+    entry's id (in the stream) is in `original_ids`: the two come from different
+    streams and may be equal, so they are never matched against each other."""
+    wanted, originals = set(ids), set(original_ids)
     out = []
     async for batch in _pages(bus, bus.keys.dlq(stream), page=1000):
         for pair in batch:
             dead = _dead_letter(pair)
             if group is not None and dead.group != group:
                 continue
-            if wanted and dead.id not in wanted and dead.stream_id not in wanted:
+            if (wanted or originals) and not (
+                dead.id in wanted or (dead.stream_id is not None and dead.stream_id in originals)
+            ):
                 continue
             out.append(dead)
             if limit is not None and len(out) >= limit:
@@ -698,7 +703,7 @@ async def redrive(
         if dead.group is None:
             raise EventBusError(
                 f"dead letter {dead.id} names no group (no dlq_group field), so it cannot "
-                "be targeted; nothing was redriven (leave it out with --id)"
+                "be targeted; nothing was redriven (select the others with --id)"
             )
         if dead.group not in groups:
             raise EventBusError(
@@ -901,6 +906,66 @@ async def delete_consumer(
             f"not deleted{handed}: stop it, then run this again"
         )
     return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRemoval:
+    group: str
+    pending: int  # entries read and not acknowledged: dropped with the group
+    lag: int | None  # entries it has not read (None: Redis cannot tell)
+    consumers: list[ConsumerDetail]
+    live: list[str]  # consumers seen within `active_s`
+    deleted: bool
+
+
+async def delete_group(
+    bus: EventBus,
+    stream: str,
+    group: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    active_s: float = 30.0,
+) -> GroupRemoval:
+    """Delete a consumer group (XGROUP DESTROY), with its pending entries list: what a
+    renamed or retired handler leaves behind, which holds back trimming for good. A
+    group with a consumer seen in the last `active_s` seconds probably has a running
+    worker (which would re-create it on its next read): refused unless `force`."""
+    g = await require_group(bus, stream, group)
+    key = bus.keys.stream(stream)
+    listed = await _redis(bus).xinfo_consumers(key, group)
+    consumers = [_consumer(c) for c in listed if isinstance(c, dict)]
+    live = [c.name for c in consumers if c.idle_s < active_s]
+    last = await _last_generated(bus, stream)
+    lag = g.lag if g.lag is not None else (0 if g.last_delivered_id == last else None)
+    if live and not force:
+        raise EventBusError(
+            f"group {group!r} has consumers active in the last {active_s:.0f}s "
+            f"({', '.join(live)}): a worker is probably running it, and would re-create it "
+            "on its next read; stop it first (or pass --force)"
+        )
+    deleted = False
+    if not dry_run:
+        deleted = bool(int(await _redis(bus).xgroup_destroy(key, group)))
+    return GroupRemoval(group, g.pending, lag, consumers, live, deleted)
+
+
+def _consumer(c: dict[Any, Any]) -> ConsumerDetail:
+    inactive = _int(c.get("inactive"))
+    return ConsumerDetail(
+        name=_text(c.get("name", "?")),
+        pending=_int(c.get("pending")) or 0,
+        idle_s=(_int(c.get("idle")) or 0) / 1000,
+        inactive_s=None if inactive in (None, -1) else (inactive or 0) / 1000,
+    )
+
+
+def _int(value: Any) -> int | None:
+    """An integer from a Redis reply, or None when it holds none (nil, or junk)."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 async def _claim_all(bus: EventBus, key: str, group: str, owner: str, to: str) -> int:

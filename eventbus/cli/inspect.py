@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import msgspec
+from redis.exceptions import RedisError
 
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
+from eventbus.cli.failures import explain
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
 from eventbus.keys import check_name
@@ -30,10 +32,23 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
         args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
     )
     try:
+        await _refused(bus)
         await bus.check_connection(args.connect_timeout)
         yield bus
     finally:
         await bus.aclose()
+
+
+async def _refused(bus: EventBus) -> None:
+    """Fail at once, clearly, when Redis answers but refuses us (a wrong password, a
+    missing permission, a cluster node): waiting for it to come up would not help."""
+    try:
+        await bus.redis.ping()
+    except (RedisError, OSError) as exc:
+        message = explain(exc)
+        if message is not None:
+            raise o.UsageError(message) from None
+        # not up yet, or unreachable: check_connection waits for it
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
