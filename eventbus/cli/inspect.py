@@ -18,8 +18,10 @@ from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
 from eventbus.cli.failures import explain
+from eventbus.cli.loader import load_app
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
+from eventbus.events import registered
 from eventbus.keys import check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
@@ -122,6 +124,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="K", help="idempotency key (and the event's key)")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
                    help="a header (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--app",
+        metavar="APP",
+        help="check --data against the event class APP declares for STREAM and TYPE "
+        "(strictly: every required field, right types, no unknown field)",
+    )
     p.add_argument("--dedup-window", type=o.duration, default=DEFAULT_DEDUP_WINDOW_S,
                    metavar="DURATION",
                    help="how long --key is remembered (default 10m; 0: no dedup)")  # fmt: skip
@@ -417,6 +425,32 @@ def _payload(text: str) -> bytes:
     return msgspec.json.encode(value)
 
 
+def _typed_payload(app: str, stream: str, type_name: str, data: bytes) -> bytes:
+    """`data` checked against the event class `app` declares for `stream` and `type_name`,
+    encoded as the library would publish it (defaults filled in)."""
+    load_app(app)  # importing it declares its event classes
+    known = registered(stream)
+    cls = known.get(type_name)
+    if cls is None:
+        names = ", ".join(sorted(known)) or "none"
+        raise o.UsageError(
+            f"app {app!r} declares no event type {type_name!r} for stream {stream!r} "
+            f"(its types there: {names}); check TYPE and STREAM"
+        )
+    fields = msgspec.structs.fields(cls)
+    unknown = sorted(set(msgspec.json.decode(data)) - {f.encode_name for f in fields})
+    if unknown:
+        raise o.UsageError(
+            f"--data has field(s) {', '.join(unknown)} that {type_name} does not declare "
+            f"(its fields: {', '.join(f.encode_name for f in fields) or 'none'})"
+        )
+    try:
+        event = msgspec.json.decode(data, type=cls, strict=True)
+    except msgspec.ValidationError as exc:
+        raise o.UsageError(f"--data is not a valid {type_name}: {exc}") from None
+    return msgspec.json.encode(event)
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -437,6 +471,8 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise o.UsageError("TYPE must not be empty")
     check_name("stream", args.stream)
     data = _payload(args.data)
+    if args.app is not None:
+        data = _typed_payload(args.app, args.stream, args.type, data)
     fields = field_list(
         type_name=args.type, data=data, source="eventbus-cli", key=args.key,
         headers=_headers(args.header) or None,
