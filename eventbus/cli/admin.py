@@ -194,6 +194,12 @@ async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def _one_line(text: str, width: int = 2000) -> str:
+    """A dead letter's detail on one line: escaped (newlines too), clipped to `width`."""
+    clipped = text if len(text) <= width else f"{text[:width]}… [{len(text):,} characters]"
+    return o.safe(clipped)
+
+
 def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return "-"
@@ -220,16 +226,17 @@ async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
         o.dump_json(dead.as_json(traceback=tb), out)
         return 0
     colour = o.use_colour(out)
-    out.write(f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})\n")
+    head = f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})"
+    out.write(o.safe(head) + "\n")
     for label, value in (("group", dead.group), ("handler", dead.handler),
                          ("reason", dead.reason), ("attempts", dead.attempts),
                          ("error", f"{dead.error_type}: {dead.error}" if dead.error_type
                           else dead.error), ("moved at", dead.time)):  # fmt: skip
-        out.write(f"  {label:<9} {'-' if value is None else value}\n")
+        out.write(f"  {label:<9} {'-' if value is None else _one_line(str(value))}\n")
     out.write("\nevent:\n")
     render_entry(dead.entry, out, colour)
     if tb:
-        out.write("\ntraceback (tail):\n" + tb.rstrip() + "\n")
+        out.write("\ntraceback (tail):\n" + o.safe(tb.rstrip(), lines=True) + "\n")
     return 0
 
 
@@ -265,7 +272,7 @@ async def dlq_redrive(args: argparse.Namespace, out: TextIO | None = None) -> in
             out.write(f"{r.dead_letter_id} gone meanwhile (redriven or purged elsewhere)\n")
             continue
         arrow = f" -> {r.new_id}" if r.new_id else ""
-        out.write(f"{r.dead_letter_id}{arrow} for group {r.group}\n")
+        out.write(o.safe(f"{r.dead_letter_id}{arrow} for group {r.group}") + "\n")
     moved = sum(1 for r in done if not r.gone)
     out.write(f"{verb} {moved} dead letter(s) of {args.stream!r}\n")
     return 0
@@ -392,8 +399,8 @@ async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
               f"{args.stream!r}" + (f" (cut at {format_id(report.cut)})" if report.cut else "")
               + f"\n  why it stops there: {report.reason}\n")  # fmt: skip
     for need in report.groups:
-        out.write(f"  group {need.group} needs entries from {format_id(need.needs_from)} "
-                  f"({need.why})\n")  # fmt: skip
+        needs = f"group {need.group} needs entries from {format_id(need.needs_from)}"
+        out.write(o.safe(f"  {needs} ({need.why})") + "\n")
     return 0
 
 

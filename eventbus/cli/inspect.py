@@ -284,23 +284,43 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
 # -- tail and show ----------------------------------------------------------------------
 
 
+SHOWN_CHARS = 10_000  # of a payload's (or fields') JSON on one line of human output
+SHOWN_HEADERS = 20
+SHOWN_VALUE = 200  # characters of an envelope attribute or header on the head line
+
+
+def _line(text: str, limit: int = SHOWN_CHARS) -> str:
+    """One line of output: escaped, and clipped to `limit` characters with the size said."""
+    if len(text) > limit:
+        text = f"{text[:limit]}… [{len(text):,} characters in all; --json shows more]"
+    return o.safe(text)
+
+
 def render_entry(entry: ins.Entry, out: TextIO, colour: bool) -> None:
-    """One entry as a header line and its payload (JSON), or its raw fields."""
+    """One entry as a header line and its payload (JSON), or its raw fields; whatever it
+    holds is escaped and clipped (nothing from Redis reaches the terminal raw)."""
     env = entry.envelope
-    head = [o.paint(entry.id, "blue", colour), o.iso_of_id(entry.id) or ""]
+    head = [o.paint(o.safe(entry.id), "blue", colour), o.iso_of_id(entry.id) or ""]
     if env is not None:
-        head.append(o.paint(env.type, "bold", colour))
-        head += [f"{name}={value}" for name, value in (
+        head.append(o.paint(_line(env.type, SHOWN_VALUE), "bold", colour))
+        head += [f"{name}={_line(value, SHOWN_VALUE)}" for name, value in (
             ("key", env.key), ("source", env.source), ("event", env.id),
             ("target", env.target)) if value]  # fmt: skip
-        head += [f"h:{k}={v}" for k, v in env.headers.items()]
+        headers = list(env.headers.items())
+        head += [
+            f"h:{_line(k, SHOWN_VALUE)}={_line(v, SHOWN_VALUE)}" for k, v in headers[:SHOWN_HEADERS]
+        ]
+        if len(headers) > SHOWN_HEADERS:
+            head.append(f"(+{len(headers) - SHOWN_HEADERS:,} more headers)")
     out.write("  ".join(head) + "\n")
     if entry.error:
-        out.write("  " + o.paint(f"undecodable: {entry.error}", "red", colour) + "\n")
+        out.write("  " + o.paint(f"undecodable: {_line(entry.error)}", "red", colour) + "\n")
     if entry.payload is not None:
-        out.write("  " + json.dumps(entry.payload, ensure_ascii=False, default=str) + "\n")
-    elif env is None:
-        out.write("  fields: " + json.dumps(entry.fields, ensure_ascii=False) + "\n")
+        out.write("  " + _line(o.json_text(entry.payload)) + "\n")
+    elif env is None or entry.error:
+        out.write("  fields: " + _line(o.json_text(entry.fields)) + "\n")
+    if entry.fields_omitted:
+        out.write(f"  (+{entry.fields_omitted:,} more fields not shown)\n")
 
 
 async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -325,7 +345,7 @@ async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _emit(entry: ins.Entry, as_json: bool, out: TextIO, colour: bool) -> None:
     if as_json:  # one object per line, for jq and friends
-        out.write(json.dumps(entry.as_json(), ensure_ascii=False, default=str) + "\n")
+        out.write(o.json_text(entry.as_json()) + "\n")
     else:
         render_entry(entry, out, colour)
 
