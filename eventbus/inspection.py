@@ -681,7 +681,7 @@ async def pending_entries(
         type_name = None
         if entries:
             raw_type = entries[0][1].get(b"type")
-            type_name = None if raw_type is None else _text(raw_type)
+            type_name = None if raw_type is None else _field_text(raw_type, 1024)
         out.append(
             PendingEntry(
                 id=_text(row["message_id"]),

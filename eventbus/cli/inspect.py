@@ -34,19 +34,20 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
         args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
     )
     try:
-        await _refused(bus)
+        await _refused(bus, min(1.0, args.connect_timeout))
         await bus.check_connection(args.connect_timeout)
         yield bus
     finally:
         await bus.aclose()
 
 
-async def _refused(bus: EventBus) -> None:
+async def _refused(bus: EventBus, timeout: float) -> None:
     """Fail at once, clearly, when Redis answers but refuses us (a wrong password, a
     missing permission, a cluster node): waiting for it to come up would not help."""
     try:
-        await bus.redis.ping()
-    except (RedisError, OSError) as exc:
+        async with asyncio.timeout(timeout):
+            await bus.redis.ping()
+    except (RedisError, OSError) as exc:  # TimeoutError too: check_connection waits on
         message = explain(exc)
         if message is not None:
             raise o.UsageError(message) from None

@@ -169,6 +169,14 @@ def paint(text: str, colour: str | None, enabled: bool) -> str:
 Cell = str | tuple[str, str | None]  # text, or (text, colour)
 
 
+CELL_WIDTH = 120  # a longer value (a name someone made 2 MB long) is clipped in a table
+
+
+def _cell(text: str) -> str:
+    text = safe(text)
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[Cell]],
@@ -178,7 +186,7 @@ def table(
     right: Sequence[int] = (),
 ) -> None:
     """Aligned columns; `right` are the indexes of numeric (right-aligned) columns."""
-    plain = [[safe(c if isinstance(c, str) else c[0]) for c in row] for row in rows]
+    plain = [[_cell(c if isinstance(c, str) else c[0]) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in plain:
         for i, cell in enumerate(row):
