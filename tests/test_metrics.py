@@ -402,8 +402,9 @@ async def test_junk_in_redis_does_not_blank_the_scrape(
     await bus.redis.hset(bus.keys.schedule("junk"), mapping=state)
     await bus.redis.hset(bus.keys.schedule("worse"), mapping={"next_tick": b"\xff\x00"})
     now = time.time()
-    await bus.redis.zadd(bus.keys.schedule_index(),
-                         {"junk": now, "worse": now, b"\xff\xfe-name": now})  # fmt: skip
+    await bus.redis.zadd(
+        bus.keys.schedule_index(), {"junk": now, "worse": now, b"\xff\xfe-name": now}
+    )
     collector_in(registry, bus, streams=["jobs"], cache_s=0)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
@@ -420,7 +421,11 @@ async def test_junk_in_redis_does_not_blank_the_scrape(
     assert value(samples, "eventbus_stream_length", stream="jobs") == 1
     assert value(samples, "eventbus_group_lag", stream="jobs", group="good") == 1
     assert value(samples, "eventbus_group_pending", stream="jobs", group="bad-\\xff\\xfe") == 0
-    assert value(samples, "eventbus_schedule_next_fire_timestamp_seconds",
-                 schedule="junk") == 1893456000  # fmt: skip
-    assert ("eventbus_schedule_last_fire_timestamp_seconds",
-            frozenset({("schedule", "junk")})) not in samples  # fmt: skip
+    assert (
+        value(samples, "eventbus_schedule_next_fire_timestamp_seconds", schedule="junk")
+        == 1893456000
+    )
+    assert (
+        "eventbus_schedule_last_fire_timestamp_seconds",
+        frozenset({("schedule", "junk")}),
+    ) not in samples
