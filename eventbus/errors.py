@@ -73,3 +73,14 @@ class PublishManyError(PublishError):
     @property
     def written(self) -> list[int]:
         return [i for i, r in enumerate(self.results) if r is not None]
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, for a log line or a message: ``str(exc)``, or the exception's type
+    name when that is empty (an exception is always truthy, so ``exc or ...`` would not
+    do). Never raises, whatever the exception's ``__str__`` does."""
+    try:
+        text = str(exc).strip()
+    except Exception:
+        text = ""
+    return text or type(exc).__name__

@@ -4,7 +4,8 @@ The library behind the ``eventbus`` inspection commands; usable from code too. E
 function takes an :class:`~eventbus.bus.EventBus` (for its keys and connection) and
 reads or writes only what it says. Read functions never change state; the repair
 functions (:func:`redrive`, :func:`purge_dead`, :func:`reset_group`,
-:func:`delete_consumer`) take ``dry_run`` and report what they did or would do.
+:func:`delete_consumer`, :func:`delete_group`) take ``dry_run`` and report what they did
+or would do.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ Fields = dict[str, Any]
 
 class NotFound(EventBusError):
     """A stream, group, consumer or entry that does not exist."""
+
+
+class WrongType(EventBusError):
+    """A key under the prefix, where a stream belongs, holds something else."""
 
 
 def _lag(group: dict[str, Any], last_id: str | None) -> int | None:
@@ -161,10 +166,19 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
 async def require_stream(bus: EventBus, stream: str, *, or_dead_letters: bool = False) -> None:
     """Raise NotFound, naming the streams that do exist, unless `stream` exists (or, with
     `or_dead_letters`, its dead-letter stream: the stream may be gone, its letters not)."""
-    keys = [bus.keys.stream(stream)]
-    if or_dead_letters:
-        keys.append(bus.keys.dlq(stream))
-    if await _redis(bus).exists(*keys):
+    keys = [bus.keys.stream(stream), bus.keys.dlq(stream)]
+    pipe = _redis(bus).pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+    kinds = [_text(kind) for kind in await pipe.execute()]
+    for key, kind in zip(keys, kinds, strict=True):
+        if kind not in ("none", "stream"):
+            raise WrongType(
+                f"key {key!r} holds a {kind}, not a stream: something other than eventbus "
+                f"wrote it under prefix {bus.keys.prefix!r}; rename or delete it "
+                "(redis-cli RENAME/DEL), or use another --prefix"
+            )
+    if kinds[0] == "stream" or (or_dead_letters and kinds[1] == "stream"):
         return
     known = await stream_names(bus)
     hint = f"streams under it: {', '.join(known)}" if known else "it holds no streams"
@@ -253,15 +267,7 @@ def _group_detail(
         oldest = _text(summary["min"])
     return GroupDetail(
         name=g.name,
-        consumers=[
-            ConsumerDetail(
-                name=_text(c["name"]),
-                pending=int(c["pending"]),
-                idle_s=int(c["idle"]) / 1000,
-                inactive_s=None if c.get("inactive") in (None, -1) else int(c["inactive"]) / 1000,
-            )
-            for c in listed
-        ],
+        consumers=[_consumer(c) for c in listed if isinstance(c, dict)],
         pending=g.pending,
         lag=g.lag if g.lag is not None else (0 if g.last_delivered_id == last_id else None),
         last_delivered_id=g.last_delivered_id,
@@ -285,16 +291,27 @@ async def require_group(bus: EventBus, stream: str, group: str) -> GroupInfo:
 # -- entries ----------------------------------------------------------------------------
 
 
+# what the inspection commands decode and show of one entry: enough for any real event,
+# bounded for a hostile one (a 20 MB field, thousands of fields, nesting 100k deep)
+TEXT_LIMIT = 64 * 1024  # characters of a field's value (the rest is clipped, its size said)
+PAYLOAD_LIMIT = 1024 * 1024  # bytes of payload decoded (the bus's default max_event_bytes)
+FIELDS_LIMIT = 200  # fields listed of an entry that is not an envelope
+DEPTH_LIMIT = 100  # levels of nesting of a payload shown
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A stream entry, decoded as far as it goes: `envelope` and `payload` when it parses,
-    `error` (why not) otherwise; `fields` always (text, binary values shown as repr)."""
+    `error` (why not) otherwise; `fields` always (text; bytes that are not UTF-8 shown as
+    a repr; values over TEXT_LIMIT clipped; at most FIELDS_LIMIT, `fields_omitted` the
+    rest). Everything is text as stored: escape it before it reaches a terminal."""
 
     id: str
     fields: Fields
     envelope: Envelope | None
     payload: Any
     error: str | None
+    fields_omitted: int = 0
 
     @property
     def type(self) -> str | None:
@@ -306,7 +323,7 @@ class Entry:
 
     def as_json(self) -> dict[str, Any]:
         env = self.envelope
-        out: dict[str, Any] = {"id": self.id, "time": _iso_ms(_ms(self.id))}
+        out: dict[str, Any] = {"id": self.id, "time": _iso_of(self.id)}
         if env is not None:
             out["envelope"] = {
                 k: v
@@ -319,8 +336,10 @@ class Entry:
                 if v is not None
             }  # fmt: skip
             out["payload"] = self.payload
-        else:
+        if env is None or self.error:  # what it holds, when that is all there is to show
             out["fields"] = self.fields
+        if self.fields_omitted:
+            out["fields_omitted"] = self.fields_omitted
         if self.error:
             out["error"] = self.error
         return out
@@ -330,30 +349,114 @@ def _iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
-def _field_text(value: bytes) -> Any:
+def _iso_of(entry_id: str) -> str | None:
+    """The time of a stream id; None for an id that is not one (a dead letter's
+    dlq_stream_id holding junk)."""
     try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return repr(value)
+        return _iso_ms(_ms(entry_id))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [clipped: {len(text):,} characters in all]"
+
+
+def _field_text(value: Any, limit: int = TEXT_LIMIT) -> Any:
+    """A field's value as text: UTF-8 decoded, else a repr; clipped to `limit` bytes."""
+    if not isinstance(value, bytes | bytearray):
+        return value
+    size = len(value)
+    head = bytes(value[:limit])
+    try:
+        text = head.decode()
+    except UnicodeDecodeError as exc:
+        cut_mid_character = size > limit and exc.start > limit - 4
+        text = head[: exc.start].decode() if cut_mid_character else repr(head)
+    if size > limit:
+        return f"{text}… [clipped: {size:,} bytes in all]"
+    return text
+
+
+def _pairs(raw: Any) -> list[tuple[Any, Any]]:
+    """An entry's (name, value) pairs, from redis-py's dict or a flat list (an odd last
+    name, which Redis never stores, is dropped rather than failing)."""
+    if isinstance(raw, dict):
+        return list(raw.items())
+    return list(zip(raw[::2], raw[1::2], strict=False))
+
+
+def _display_fields(pairs: list[tuple[Any, Any]]) -> tuple[Fields, int]:
+    shown = pairs[:FIELDS_LIMIT]
+    fields = {clip(_text(k), 1024): _field_text(v) for k, v in shown}
+    return fields, len(pairs) - len(shown)
 
 
 def decode_entry(entry_id: Any, raw: Any) -> Entry:
     """Decode one XRANGE/XREAD entry; never raises for what the entry holds."""
     sid = _text(entry_id)
-    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-    fields = {_text(k): _field_text(v) for k, v in pairs}
+    pairs = _pairs(raw)
+    fields, omitted = _display_fields(pairs)
+    # the envelope is parsed from clipped text fields (a 20 MB type is shown clipped)
+    # and the payload as stored (its size is checked before decoding)
+    clipped: dict[Any, Any] = {}
+    for name, value in pairs:
+        small = name == b"data" or not isinstance(value, bytes) or len(value) <= TEXT_LIMIT
+        clipped[name] = value if small else _clip_bytes(value)
     try:
-        envelope = parse_fields(sid, raw)
+        envelope = parse_fields(sid, clipped)
     except DecodeError as exc:
-        return Entry(sid, fields, None, None, str(exc))
+        return Entry(sid, fields, None, None, clip(str(exc), 1024), omitted)
+    payload, error = _payload(envelope)
+    return Entry(sid, fields, envelope, payload, error, omitted)
+
+
+def _clip_bytes(value: bytes) -> bytes:
+    head = value[:TEXT_LIMIT].decode(errors="ignore")
+    return f"{head}… [clipped: {len(value):,} bytes in all]".encode()
+
+
+def _payload(envelope: Envelope) -> tuple[Any, str | None]:
+    """The decoded payload, JSON-ready, or None and why it is not shown."""
+    size = len(envelope.data)
+    if size > PAYLOAD_LIMIT:
+        return None, (
+            f"payload of {size:,} bytes is larger than the {PAYLOAD_LIMIT:,} the inspection "
+            "commands decode (its first bytes are in the fields)"
+        )
     try:
         if envelope.is_msgpack:
-            payload = msgspec.msgpack.decode(envelope.data)
+            value = msgspec.msgpack.decode(envelope.data)
         else:
-            payload = msgspec.json.decode(envelope.data)
+            value = msgspec.json.decode(envelope.data)
     except msgspec.DecodeError as exc:
-        return Entry(sid, fields, envelope, None, f"payload does not decode: {exc}")
-    return Entry(sid, fields, envelope, jsonable(payload), None)
+        return None, clip(f"payload does not decode: {exc}", 1024)
+    except RecursionError:
+        return None, "payload does not decode: it nests too deeply for the decoder"
+    if _deeper_than(value, DEPTH_LIMIT):
+        return None, f"payload nests deeper than {DEPTH_LIMIT} levels; not shown"
+    return jsonable(value), None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists/maps nest in `value` more than `limit` levels (iteratively: a
+    recursive walk is what would overflow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def jsonable(value: Any) -> Any:
@@ -514,8 +617,7 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
     """Where the entry stands in each group of the stream."""
     info = await stream_info(bus.redis, bus.keys, stream, dlq_scan=0)
     key = info.key
-    dead = {d.group: d.id for d in await dead_letters(bus, stream, ids=[entry.id])
-            if d.stream_id == entry.id}  # fmt: skip
+    dead = {d.group: d.id for d in await dead_letters(bus, stream, original_ids=[entry.id])}
     target = entry.envelope.target if entry.envelope else entry.fields.get("target")
     pipe = _redis(bus).pipeline(transaction=False)
     for g in info.groups:
@@ -579,7 +681,7 @@ async def pending_entries(
         type_name = None
         if entries:
             raw_type = entries[0][1].get(b"type")
-            type_name = None if raw_type is None else _text(raw_type)
+            type_name = None if raw_type is None else _field_text(raw_type, 1024)
         out.append(
             PendingEntry(
                 id=_text(row["message_id"]),
@@ -630,12 +732,12 @@ class DeadLetter:
 
 def _dead_letter(pair: Any) -> DeadLetter:
     entry_id, raw = _text(pair[0]), pair[1]
-    items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-    raw_pairs = tuple((_text(k), v) for k, v in items)
-    text = {k: _field_text(v) if isinstance(v, bytes) else v for k, v in raw_pairs}
-    original = {k.encode(): v for k, v in raw_pairs if not k.startswith("dlq_")}
+    # names as stored (bytes that are not UTF-8 kept, surrogate-escaped, so a redrive
+    # writes back exactly what was there); values as stored too, for the same reason
+    raw_pairs = tuple((_name(k), v) for k, v in _pairs(raw))
+    text = {k: _field_text(v) for k, v in raw_pairs if k.startswith("dlq_")}
+    original = {_raw_name(k): v for k, v in raw_pairs if not k.startswith("dlq_")}
     stream_id = text.get("dlq_stream_id")
-    attempts = text.get("dlq_attempts")
     return DeadLetter(
         id=entry_id,
         stream_id=stream_id,
@@ -644,11 +746,19 @@ def _dead_letter(pair: Any) -> DeadLetter:
         reason=text.get("dlq_reason"),
         error_type=text.get("dlq_error_type"),
         error=text.get("dlq_error"),
-        attempts=int(attempts) if attempts and attempts.isdigit() else None,
+        attempts=_int(text.get("dlq_attempts")),
         time=text.get("dlq_time"),
         entry=decode_entry(stream_id or entry_id, original),
         raw=raw_pairs,
     )
+
+
+def _name(value: Any) -> str:
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _raw_name(name: str) -> bytes:
+    return name.encode(errors="surrogateescape")
 
 
 async def dead_letters(
@@ -657,18 +767,23 @@ async def dead_letters(
     *,
     group: str | None = None,
     ids: Iterable[str] = (),
+    original_ids: Iterable[str] = (),
     limit: int | None = None,
 ) -> list[DeadLetter]:
-    """Dead letters of `stream`, oldest first; `ids` match the dead letter's id or the
-    original entry's id."""
-    wanted = set(ids)
+    """Dead letters of `stream`, oldest first. With `ids` and/or `original_ids`, only
+    those whose own id (in the dead-letter stream) is in `ids`, or whose original
+    entry's id (in the stream) is in `original_ids`: the two come from different
+    streams and may be equal, so they are never matched against each other."""
+    wanted, originals = set(ids), set(original_ids)
     out = []
     async for batch in _pages(bus, bus.keys.dlq(stream), page=1000):
         for pair in batch:
             dead = _dead_letter(pair)
             if group is not None and dead.group != group:
                 continue
-            if wanted and dead.id not in wanted and dead.stream_id not in wanted:
+            if (wanted or originals) and not (
+                dead.id in wanted or (dead.stream_id is not None and dead.stream_id in originals)
+            ):
                 continue
             out.append(dead)
             if limit is not None and len(out) >= limit:
@@ -698,7 +813,7 @@ async def redrive(
         if dead.group is None:
             raise EventBusError(
                 f"dead letter {dead.id} names no group (no dlq_group field), so it cannot "
-                "be targeted; nothing was redriven (leave it out with --id)"
+                "be targeted; nothing was redriven (select the others with --id)"
             )
         if dead.group not in groups:
             raise EventBusError(
@@ -711,7 +826,7 @@ async def redrive(
         if dry_run:
             out.append(Redriven(dead.id, dead.group, None))
             continue
-        fields: list[Any] = [x for pair in dead.original_fields for x in pair]
+        fields: list[Any] = [x for k, v in dead.original_fields for x in (_raw_name(k), v)]
         fields += ["target", dead.group]
         new_id = await bus.wire.script(
             SCRIPTS.redrive, [bus.keys.stream(stream), bus.keys.dlq(stream)], [dead.id, *fields]
@@ -740,7 +855,14 @@ async def dead_letter_traceback(bus: EventBus, stream: str, dead_id: str) -> str
     if not found:
         return None
     value = found[0][1].get(b"dlq_traceback")
-    return None if value is None else _text(value)
+    if value is None:
+        return None
+    text = _text(value)  # its tail: where it failed
+    return (
+        text
+        if len(text) <= TEXT_LIMIT
+        else f"[clipped: {len(text):,} characters in all]…{text[-TEXT_LIMIT:]}"
+    )
 
 
 # -- group repairs ----------------------------------------------------------------------
@@ -901,6 +1023,66 @@ async def delete_consumer(
             f"not deleted{handed}: stop it, then run this again"
         )
     return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRemoval:
+    group: str
+    pending: int  # entries read and not acknowledged: dropped with the group
+    lag: int | None  # entries it has not read (None: Redis cannot tell)
+    consumers: list[ConsumerDetail]
+    live: list[str]  # consumers seen within `active_s`
+    deleted: bool
+
+
+async def delete_group(
+    bus: EventBus,
+    stream: str,
+    group: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    active_s: float = 30.0,
+) -> GroupRemoval:
+    """Delete a consumer group (XGROUP DESTROY), with its pending entries list: what a
+    renamed or retired handler leaves behind, which holds back trimming for good. A
+    group with a consumer seen in the last `active_s` seconds probably has a running
+    worker (which would re-create it on its next read): refused unless `force`."""
+    g = await require_group(bus, stream, group)
+    key = bus.keys.stream(stream)
+    listed = await _redis(bus).xinfo_consumers(key, group)
+    consumers = [_consumer(c) for c in listed if isinstance(c, dict)]
+    live = [c.name for c in consumers if c.idle_s < active_s]
+    last = await _last_generated(bus, stream)
+    lag = g.lag if g.lag is not None else (0 if g.last_delivered_id == last else None)
+    if live and not force:
+        raise EventBusError(
+            f"group {group!r} has consumers active in the last {active_s:.0f}s "
+            f"({', '.join(live)}): a worker is probably running it, and would re-create it "
+            "on its next read; stop it first (or pass --force)"
+        )
+    deleted = False
+    if not dry_run:
+        deleted = bool(int(await _redis(bus).xgroup_destroy(key, group)))
+    return GroupRemoval(group, g.pending, lag, consumers, live, deleted)
+
+
+def _consumer(c: dict[Any, Any]) -> ConsumerDetail:
+    inactive = _int(c.get("inactive"))
+    return ConsumerDetail(
+        name=_text(c.get("name", "?")),
+        pending=_int(c.get("pending")) or 0,
+        idle_s=(_int(c.get("idle")) or 0) / 1000,
+        inactive_s=None if inactive in (None, -1) else (inactive or 0) / 1000,
+    )
+
+
+def _int(value: Any) -> int | None:
+    """An integer from a Redis reply, or None when it holds none (nil, or junk)."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 async def _claim_all(bus: EventBus, key: str, group: str, owner: str, to: str) -> int:

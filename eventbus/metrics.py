@@ -245,6 +245,10 @@ class EventbusCollector(Collector):
                 log.warning("metrics: reading queue figures from Redis failed: %s", exc)
                 metrics = []
                 up.add_metric([], 0)
+            except Exception:  # a reply nobody foresaw: the rest of the scrape still answers
+                log.exception("metrics: the queue figures read from Redis made no sense")
+                metrics = []
+                up.add_metric([], 0)
             metrics.append(up)
             self._cached = (time.monotonic(), metrics)
             return metrics
@@ -345,12 +349,12 @@ class EventbusCollector(Collector):
         )
         for stream, groups in sorted(groups_by_stream.items()):
             for g in groups:
-                values = [stream, _text(g["name"])]
-                if g.get("lag") is not None:
-                    lag.add_metric(values, int(g["lag"]))
-                pending.add_metric(values, int(g["pending"]))
+                values = [stream, g["name"]]
+                if g["lag"] is not None:
+                    lag.add_metric(values, g["lag"])
+                pending.add_metric(values, g["pending"])
                 age.add_metric(values, oldest.get((stream, values[1]), 0.0))
-                consumers.add_metric(values, int(g["consumers"]))
+                consumers.add_metric(values, g["consumers"])
         return [lag, pending, age, consumers]
 
     @staticmethod
@@ -370,10 +374,13 @@ class EventbusCollector(Collector):
         from eventbus.schedules.scheduler import parse_iso
 
         for name, (fired, nxt) in sorted(states.items()):
-            if fired:
-                last.add_metric([name], parse_iso(_text(fired)).timestamp())
-            if nxt:
-                upcoming.add_metric([name], parse_iso(_text(nxt)).timestamp())
+            for family, raw in ((last, fired), (upcoming, nxt)):
+                if not raw:
+                    continue
+                try:
+                    family.add_metric([name], parse_iso(_text(raw)).timestamp())
+                except ValueError:  # someone else's junk in the state hash: skip the value
+                    log.debug("metrics: schedule %r holds an unparseable time %r", name, raw)
         return [last, upcoming]
 
     def close(self) -> None:
@@ -423,20 +430,36 @@ def _parse_figures(
     for stream, reply in zip(streams, replies, strict=False):
         if isinstance(reply, Exception):
             continue  # e.g. the key holds something else: report nothing made up
-        lengths[stream], dlq[stream] = int(reply[0]), int(reply[1])
+        try:
+            lengths[stream], dlq[stream] = int(reply[0]), int(reply[1])
+        except (TypeError, ValueError, IndexError):
+            log.debug("metrics: stream %r: unexpected figures %r", stream, reply)
+            continue
         groups_by_stream[stream] = []
-        for name, consumers, pending, lag, first in reply[2:]:
-            group = _text(name)
-            groups_by_stream[stream].append({"name": group, "consumers": consumers,
-                "pending": pending, "lag": None if int(lag) < 0 else lag})  # fmt: skip
-            if first:
-                ms = int(_text(first).split("-", 1)[0])
+        for row in reply[2:]:
+            try:
+                name, consumers, pending, lag, first = row
+                group = _text(name)
+                figures = {
+                    "name": group,
+                    "consumers": int(consumers),
+                    "pending": int(pending),
+                    "lag": None if int(lag) < 0 else int(lag),
+                }
+                ms = int(_text(first).split("-", 1)[0]) if first else None
+            except (TypeError, ValueError):  # one odd group: report the others
+                log.debug("metrics: stream %r: unexpected group figures %r", stream, row)
+                continue
+            groups_by_stream[stream].append(figures)
+            if ms is not None:
                 oldest[(stream, group)] = max(0.0, now - ms / 1000)
     return lengths, dlq, groups_by_stream, oldest
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A name or value read from Redis as text; bytes that are not UTF-8 escaped
+    (``\\xff``), so one odd group or schedule name cannot fail the whole scrape."""
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["EventbusCollector", "Histogram", "install", "serve_metrics"]

@@ -13,7 +13,8 @@ from eventbus.keys import Keys
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # group names are any bytes a client chose: one that is not UTF-8 must not fail the read
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -451,7 +451,7 @@ def test_errors_are_one_line_with_the_fix(world: World) -> None:
         (["show", "jobs", "abc"], "'abc' is not a stream id"),
         (["tail", "jobs", "--from", "yesterday"], "neither a stream id nor a time"),
         (["pending", "jobs", "g", "--idle", "soon"], "'soon' is not a duration"),
-        (["dlq", "redrive", "jobs"], "one of the arguments --id --all is required"),
+        (["dlq", "redrive", "jobs"], "one of the arguments --id --original-id --all is required"),
         (["dlq", "ls", "jobs", "--limit", "0"], "must be at least 1"),
     ):
         result = run(world, *argv)

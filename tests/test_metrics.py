@@ -312,6 +312,15 @@ async def test_schedule_fires_and_times(bus: EventBus, registry: CollectorRegist
             ("outcome", "fired")})) not in later  # fmt: skip
 
 
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, str(exc.read().decode(errors="replace"))
+
+
 def get(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -376,3 +385,47 @@ async def test_a_scrape_is_one_round_trip(bus: EventBus, registry: CollectorRegi
     called = {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
     assert called.get("evalsha") == 2  # one script per stream, in one pipeline
     assert not any(name.startswith("script") for name in called)  # no SCRIPT EXISTS
+
+
+async def test_junk_in_redis_does_not_blank_the_scrape(
+    bus: EventBus, registry: CollectorRegistry
+) -> None:
+    """A group name that is not UTF-8 and a schedule state hash (and index) holding junk:
+    the scrape answers 200 over HTTP with everything else, the odd values skipped."""
+    from prometheus_client import start_http_server
+
+    await bus.publish(Job(n=1))
+    key = bus.keys.stream("jobs")
+    await bus.redis.xgroup_create(key, "good", id="0")
+    await bus.redis.xgroup_create(key, b"bad-\xff\xfe", id="0")
+    state = {"last_fired_at": "yesterday", "next_tick": "2030-01-01T00:00:00.000000Z"}
+    await bus.redis.hset(bus.keys.schedule("junk"), mapping=state)
+    await bus.redis.hset(bus.keys.schedule("worse"), mapping={"next_tick": b"\xff\x00"})
+    now = time.time()
+    await bus.redis.zadd(
+        bus.keys.schedule_index(), {"junk": now, "worse": now, b"\xff\xfe-name": now}
+    )
+    collector_in(registry, bus, streams=["jobs"], cache_s=0)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        for _ in range(2):  # the first scrape learns the index, the second reads it known
+            status, text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+            assert status == 200, text
+            samples = parse(text)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert value(samples, "eventbus_redis_up") == 1
+    assert value(samples, "eventbus_stream_length", stream="jobs") == 1
+    assert value(samples, "eventbus_group_lag", stream="jobs", group="good") == 1
+    assert value(samples, "eventbus_group_pending", stream="jobs", group="bad-\\xff\\xfe") == 0
+    assert (
+        value(samples, "eventbus_schedule_next_fire_timestamp_seconds", schedule="junk")
+        == 1893456000
+    )
+    assert (
+        "eventbus_schedule_last_fire_timestamp_seconds",
+        frozenset({("schedule", "junk")}),
+    ) not in samples

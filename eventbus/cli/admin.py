@@ -61,7 +61,7 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = actions.add_parser("show", parents=[common], help="one dead letter, in full")
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("id", metavar="ID", type=o.stream_id,
-                   help="the dead letter's id, or the original entry's id")  # fmt: skip
+                   help="the dead letter's id (or else, the original entry's id)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
     p.set_defaults(handler=dlq_show)
 
@@ -71,8 +71,24 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     ):
         p = actions.add_parser(name, parents=[common, select], help=what, description=what)
         which = p.add_mutually_exclusive_group(required=True)
-        which.add_argument("--id", dest="ids", action="append", type=o.stream_id, metavar="ID",
-                           help="a dead letter's id or its original id (repeatable)")  # fmt: skip
+        which.add_argument(
+            "--id",
+            dest="ids",
+            action="append",
+            type=o.stream_id,
+            metavar="ID",
+            default=[],
+            help="a dead letter's own id, in the dead-letter stream (repeatable)",
+        )
+        which.add_argument(
+            "--original-id",
+            dest="original_ids",
+            action="append",
+            type=o.stream_id,
+            metavar="ID",
+            default=[],
+            help="the id of a dead letter's original entry in STREAM (repeatable)",
+        )
         which.add_argument("--all", action="store_true", help="every dead letter (of --group)")
         p.add_argument(
             "--dry-run", action="store_true", help="say what would happen; change nothing"
@@ -84,7 +100,7 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     group = sub.add_parser(
-        "group", help="consumer groups: reset (replay or skip), delete-consumer",
+        "group", help="consumer groups: reset (replay or skip), delete-consumer, delete",
         description="Repair consumer groups.",
     )  # fmt: skip
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -115,6 +131,28 @@ def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="even if it was active in the last 30s (a running worker?)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     p.set_defaults(handler=group_delete_consumer)
+    _group_delete_parser(actions, common)
+
+
+def _group_delete_parser(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = actions.add_parser(
+        "delete",
+        parents=[common],
+        help="delete a group (a retired handler's, blocking trims)",
+        description="Delete GROUP from STREAM (XGROUP DESTROY) with its pending entries: "
+        "what a renamed or retired handler leaves behind, which trimming waits on forever. "
+        "Says what it drops (pending entries, lag, consumers) and asks first unless --yes. "
+        "Refuses a group with a consumer active in the last 30s (a running worker would "
+        "re-create it) unless --force.",
+    )
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument(
+        "--force", action="store_true", help="even if a consumer was active in the last 30s"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=group_delete)
 
 
 def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
@@ -156,6 +194,12 @@ async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def _one_line(text: str, width: int = 2000) -> str:
+    """A dead letter's detail on one line: escaped (newlines too), clipped to `width`."""
+    clipped = text if len(text) <= width else f"{text[:width]}… [{len(text):,} characters]"
+    return o.safe(clipped)
+
+
 def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return "-"
@@ -167,7 +211,10 @@ async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     async with connected(args) as bus:
         await ins.require_stream(bus, args.stream, or_dead_letters=True)
+        # the dead letter's own id first; only if none has it, the original entry's id
         found = await ins.dead_letters(bus, args.stream, ids=[args.id], limit=1)
+        if not found:
+            found = await ins.dead_letters(bus, args.stream, original_ids=[args.id], limit=1)
         if not found:
             raise ins.NotFound(
                 f"no dead letter {args.id} for stream {args.stream!r} "
@@ -179,31 +226,38 @@ async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
         o.dump_json(dead.as_json(traceback=tb), out)
         return 0
     colour = o.use_colour(out)
-    out.write(f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})\n")
+    head = f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})"
+    out.write(o.safe(head) + "\n")
     for label, value in (("group", dead.group), ("handler", dead.handler),
                          ("reason", dead.reason), ("attempts", dead.attempts),
                          ("error", f"{dead.error_type}: {dead.error}" if dead.error_type
                           else dead.error), ("moved at", dead.time)):  # fmt: skip
-        out.write(f"  {label:<9} {'-' if value is None else value}\n")
+        out.write(f"  {label:<9} {'-' if value is None else _one_line(str(value))}\n")
     out.write("\nevent:\n")
     render_entry(dead.entry, out, colour)
     if tb:
-        out.write("\ntraceback (tail):\n" + tb.rstrip() + "\n")
+        out.write("\ntraceback (tail):\n" + o.safe(tb.rstrip(), lines=True) + "\n")
     return 0
 
 
 async def _selected(bus: Any, args: argparse.Namespace) -> list[ins.DeadLetter]:
     await ins.require_stream(bus, args.stream, or_dead_letters=True)
-    letters = await ins.dead_letters(bus, args.stream, group=args.group, ids=args.ids or ())
-    if args.ids:
-        found = {d.id for d in letters} | {d.stream_id for d in letters}
-        missing = [i for i in args.ids if i not in found]
-        if missing:
-            raise ins.NotFound(
-                f"no dead letter {', '.join(missing)} for stream {args.stream!r}"
-                + (f" in group {args.group!r}" if args.group else "")
-                + f" ('eventbus dlq ls {args.stream}' lists them)"
-            )
+    letters = await ins.dead_letters(
+        bus, args.stream, group=args.group, ids=args.ids, original_ids=args.original_ids
+    )
+    missing = [i for i in args.ids if i not in {d.id for d in letters}]
+    missing += [
+        f"with original id {i}"
+        for i in args.original_ids
+        if i not in {d.stream_id for d in letters}
+    ]
+    if missing:
+        raise ins.NotFound(
+            f"no dead letter {', '.join(missing)} for stream {args.stream!r}"
+            + (f" in group {args.group!r}" if args.group else "")
+            + f" ('eventbus dlq ls {args.stream}' lists them: ID is the dead letter's "
+            "own id, ORIGINAL ID its entry's id in the stream)"
+        )
     return letters
 
 
@@ -218,7 +272,7 @@ async def dlq_redrive(args: argparse.Namespace, out: TextIO | None = None) -> in
             out.write(f"{r.dead_letter_id} gone meanwhile (redriven or purged elsewhere)\n")
             continue
         arrow = f" -> {r.new_id}" if r.new_id else ""
-        out.write(f"{r.dead_letter_id}{arrow} for group {r.group}\n")
+        out.write(o.safe(f"{r.dead_letter_id}{arrow} for group {r.group}") + "\n")
     moved = sum(1 for r in done if not r.gone)
     out.write(f"{verb} {moved} dead letter(s) of {args.stream!r}\n")
     return 0
@@ -289,6 +343,30 @@ async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = N
     return 0
 
 
+async def group_delete(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    async with connected(args) as bus:
+        plan = await ins.delete_group(bus, args.stream, args.group, dry_run=True, force=args.force)
+        drops = _group_drops(plan)
+        if not args.dry_run:
+            what = f"this deletes group {args.group!r} of {args.stream!r} for good ({drops})"
+            confirm(what, yes=args.yes)
+            plan = await ins.delete_group(bus, args.stream, args.group, force=args.force)
+    if args.dry_run:
+        out.write(f"would delete group {plan.group} of {args.stream}: {drops}\n")
+    elif plan.deleted:
+        out.write(f"deleted group {plan.group} of {args.stream}: {drops}\n")
+    else:
+        out.write(f"group {plan.group} of {args.stream} was gone already (deleted meanwhile)\n")
+    return 0
+
+
+def _group_drops(plan: ins.GroupRemoval) -> str:
+    lag = "unknown lag" if plan.lag is None else f"{plan.lag:,} unread entries"
+    live = f", {len(plan.live)} of them active" if plan.live else ""
+    return f"{plan.pending:,} pending entries, {lag}, {len(plan.consumers)} consumer(s){live}"
+
+
 # -- trim -------------------------------------------------------------------------------
 
 
@@ -321,8 +399,8 @@ async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
               f"{args.stream!r}" + (f" (cut at {format_id(report.cut)})" if report.cut else "")
               + f"\n  why it stops there: {report.reason}\n")  # fmt: skip
     for need in report.groups:
-        out.write(f"  group {need.group} needs entries from {format_id(need.needs_from)} "
-                  f"({need.why})\n")  # fmt: skip
+        needs = f"group {need.group} needs entries from {format_id(need.needs_from)}"
+        out.write(o.safe(f"  {needs} ({need.why})") + "\n")
     return 0
 
 

@@ -12,12 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import msgspec
+from redis.exceptions import RedisError
 
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
+from eventbus.cli.failures import explain
+from eventbus.cli.loader import load_app
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
+from eventbus.events import registered
 from eventbus.keys import check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
@@ -30,10 +34,24 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
         args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
     )
     try:
+        await _refused(bus, min(1.0, args.connect_timeout))
         await bus.check_connection(args.connect_timeout)
         yield bus
     finally:
         await bus.aclose()
+
+
+async def _refused(bus: EventBus, timeout: float) -> None:
+    """Fail at once, clearly, when Redis answers but refuses us (a wrong password, a
+    missing permission, a cluster node): waiting for it to come up would not help."""
+    try:
+        async with asyncio.timeout(timeout):
+            await bus.redis.ping()
+    except (RedisError, OSError) as exc:  # TimeoutError too: check_connection waits on
+        message = explain(exc)
+        if message is not None:
+            raise o.UsageError(message) from None
+        # not up yet, or unreachable: check_connection waits for it
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -107,6 +125,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="K", help="idempotency key (and the event's key)")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
                    help="a header (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--app",
+        metavar="APP",
+        help="check --data against the event class APP declares for STREAM and TYPE "
+        "(strictly: every required field, right types, no unknown field)",
+    )
     p.add_argument("--dedup-window", type=o.duration, default=DEFAULT_DEDUP_WINDOW_S,
                    metavar="DURATION",
                    help="how long --key is remembered (default 10m; 0: no dedup)")  # fmt: skip
@@ -261,23 +285,43 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
 # -- tail and show ----------------------------------------------------------------------
 
 
+SHOWN_CHARS = 10_000  # of a payload's (or fields') JSON on one line of human output
+SHOWN_HEADERS = 20
+SHOWN_VALUE = 200  # characters of an envelope attribute or header on the head line
+
+
+def _line(text: str, limit: int = SHOWN_CHARS) -> str:
+    """One line of output: escaped, and clipped to `limit` characters with the size said."""
+    if len(text) > limit:
+        text = f"{text[:limit]}… [{len(text):,} characters in all; --json shows more]"
+    return o.safe(text)
+
+
 def render_entry(entry: ins.Entry, out: TextIO, colour: bool) -> None:
-    """One entry as a header line and its payload (JSON), or its raw fields."""
+    """One entry as a header line and its payload (JSON), or its raw fields; whatever it
+    holds is escaped and clipped (nothing from Redis reaches the terminal raw)."""
     env = entry.envelope
-    head = [o.paint(entry.id, "blue", colour), o.iso_of_id(entry.id) or ""]
+    head = [o.paint(o.safe(entry.id), "blue", colour), o.iso_of_id(entry.id) or ""]
     if env is not None:
-        head.append(o.paint(env.type, "bold", colour))
-        head += [f"{name}={value}" for name, value in (
+        head.append(o.paint(_line(env.type, SHOWN_VALUE), "bold", colour))
+        head += [f"{name}={_line(value, SHOWN_VALUE)}" for name, value in (
             ("key", env.key), ("source", env.source), ("event", env.id),
             ("target", env.target)) if value]  # fmt: skip
-        head += [f"h:{k}={v}" for k, v in env.headers.items()]
+        headers = list(env.headers.items())
+        head += [
+            f"h:{_line(k, SHOWN_VALUE)}={_line(v, SHOWN_VALUE)}" for k, v in headers[:SHOWN_HEADERS]
+        ]
+        if len(headers) > SHOWN_HEADERS:
+            head.append(f"(+{len(headers) - SHOWN_HEADERS:,} more headers)")
     out.write("  ".join(head) + "\n")
     if entry.error:
-        out.write("  " + o.paint(f"undecodable: {entry.error}", "red", colour) + "\n")
+        out.write("  " + o.paint(f"undecodable: {_line(entry.error)}", "red", colour) + "\n")
     if entry.payload is not None:
-        out.write("  " + json.dumps(entry.payload, ensure_ascii=False, default=str) + "\n")
-    elif env is None:
-        out.write("  fields: " + json.dumps(entry.fields, ensure_ascii=False) + "\n")
+        out.write("  " + _line(o.json_text(entry.payload)) + "\n")
+    elif env is None or entry.error:
+        out.write("  fields: " + _line(o.json_text(entry.fields)) + "\n")
+    if entry.fields_omitted:
+        out.write(f"  (+{entry.fields_omitted:,} more fields not shown)\n")
 
 
 async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -302,7 +346,7 @@ async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _emit(entry: ins.Entry, as_json: bool, out: TextIO, colour: bool) -> None:
     if as_json:  # one object per line, for jq and friends
-        out.write(json.dumps(entry.as_json(), ensure_ascii=False, default=str) + "\n")
+        out.write(o.json_text(entry.as_json()) + "\n")
     else:
         render_entry(entry, out, colour)
 
@@ -402,6 +446,32 @@ def _payload(text: str) -> bytes:
     return msgspec.json.encode(value)
 
 
+def _typed_payload(app: str, stream: str, type_name: str, data: bytes) -> bytes:
+    """`data` checked against the event class `app` declares for `stream` and `type_name`,
+    encoded as the library would publish it (defaults filled in)."""
+    load_app(app)  # importing it declares its event classes
+    known = registered(stream)
+    cls = known.get(type_name)
+    if cls is None:
+        names = ", ".join(sorted(known)) or "none"
+        raise o.UsageError(
+            f"app {app!r} declares no event type {type_name!r} for stream {stream!r} "
+            f"(its types there: {names}); check TYPE and STREAM"
+        )
+    fields = msgspec.structs.fields(cls)
+    unknown = sorted(set(msgspec.json.decode(data)) - {f.encode_name for f in fields})
+    if unknown:
+        raise o.UsageError(
+            f"--data has field(s) {', '.join(unknown)} that {type_name} does not declare "
+            f"(its fields: {', '.join(f.encode_name for f in fields) or 'none'})"
+        )
+    try:
+        event = msgspec.json.decode(data, type=cls, strict=True)
+    except msgspec.ValidationError as exc:
+        raise o.UsageError(f"--data is not a valid {type_name}: {exc}") from None
+    return msgspec.json.encode(event)
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -422,6 +492,8 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise o.UsageError("TYPE must not be empty")
     check_name("stream", args.stream)
     data = _payload(args.data)
+    if args.app is not None:
+        data = _typed_payload(args.app, args.stream, args.type, data)
     fields = field_list(
         type_name=args.type, data=data, source="eventbus-cli", key=args.key,
         headers=_headers(args.header) or None,

@@ -14,8 +14,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus import __version__
-from eventbus.cli.output import positive
-from eventbus.errors import EventBusError
+from eventbus.cli.failures import explain, redis_failure
+from eventbus.cli.output import positive, safe
+from eventbus.errors import EventBusError, describe_error
 from eventbus.keys import DEFAULT_PREFIX
 
 log = logging.getLogger("eventbus.cli")
@@ -187,53 +188,68 @@ def _command(name: str, args: argparse.Namespace) -> Command:
     return run_demo
 
 
-def _run_async(command: Command, args: argparse.Namespace) -> int:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed, else None (asyncio's own)."""
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        return asyncio.run(command(args))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _run_async(command: Command, args: argparse.Namespace) -> int:
+    # the loop runs outside the except block of the uvloop import: inside it, every
+    # exception raised by the command (and every dead letter's traceback) would carry
+    # "ModuleNotFoundError: No module named 'uvloop'" as its context
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(command(args))
+
+
+def _given(argv: Sequence[str], option: str) -> bool:
+    """Whether the command line sets `option`: ``--opt V``, ``--opt=V``, or an
+    abbreviation argparse accepts (``--log-lev=DEBUG``)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        name = arg.split("=", 1)[0]
+        if len(name) > 4 and name.startswith("--") and option.startswith(name):
+            return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = argv if argv is not None else sys.argv
-    if args.command == "demo" and not any(
-        a == "--prefix" or a.startswith("--prefix=") for a in given
-    ):
+    given = list(argv if argv is not None else sys.argv[1:])
+    if args.command == "demo" and not _given(given, "--prefix"):
         args.prefix = "demo"
     quiet = args.command not in ("run", "scheduler", "demo")
-    if (
-        quiet
-        and not os.environ.get("EVENTBUS_LOG_LEVEL")
-        and not any(a.startswith("--log-level") for a in given)
-    ):
+    log_level_given = _given(given, "--log-level")
+    if quiet and not os.environ.get("EVENTBUS_LOG_LEVEL") and not log_level_given:
         args.log_level = "WARNING"  # inspection output is the answer: no INFO chatter
     logging.basicConfig(
         level=getattr(args, "log_level", "WARNING"),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "demo" and "--log-level" not in (argv or sys.argv):
+    if args.command == "demo" and not log_level_given:
         # the summary tells the story; handler failures are part of the show
         logging.getLogger("eventbus").setLevel(logging.CRITICAL)
     try:
         return _run_async(_command(args.command, args), args)
     except EventBusError as exc:
-        print(f"eventbus: error: {exc}", file=sys.stderr)
+        print(f"eventbus: error: {safe(explain(exc) or describe_error(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`eventbus tail ... | head`): not an error
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (RedisError, ConnectionError, TimeoutError) as exc:
-        print(f"eventbus: error: Redis failed the command: {exc or type(exc).__name__}",
-              file=sys.stderr)  # fmt: skip
+        print(f"eventbus: error: {safe(redis_failure(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file that cannot be written, and the like
-        print(f"eventbus: error: {exc}", file=sys.stderr)
+        print(f"eventbus: error: {describe_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

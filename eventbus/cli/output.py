@@ -108,6 +108,46 @@ def id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
+# -- escaping: nothing read from Redis reaches a terminal raw ---------------------------
+
+# control characters (C0, DEL, C1: ANSI escapes start with ESC or CSI), the bidi and
+# line/paragraph separator controls (text shown out of order), lone surrogates
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: object, *, lines: bool = False) -> str:
+    """`text` with every control character escaped (``\\x1b``, ``\\u202e``); with
+    `lines`, newlines are kept (a traceback)."""
+    value = str(text)
+    if lines:
+        return "\n".join(_UNSAFE.sub(_escape, line) for line in value.split("\n"))
+    return _UNSAFE.sub(_escape, value)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """`value` as JSON, readable (not ASCII-only) but with the characters a terminal
+    would act on escaped: json escapes C0 controls, this also DEL, C1, bidi controls and
+    lone surrogates (still valid JSON, the same strings once parsed)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)
+
+
 # -- rendering --------------------------------------------------------------------------
 
 
@@ -129,6 +169,14 @@ def paint(text: str, colour: str | None, enabled: bool) -> str:
 Cell = str | tuple[str, str | None]  # text, or (text, colour)
 
 
+CELL_WIDTH = 120  # a longer value (a name someone made 2 MB long) is clipped in a table
+
+
+def _cell(text: str) -> str:
+    text = safe(text)
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[Cell]],
@@ -138,7 +186,7 @@ def table(
     right: Sequence[int] = (),
 ) -> None:
     """Aligned columns; `right` are the indexes of numeric (right-aligned) columns."""
-    plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+    plain = [[_cell(c if isinstance(c, str) else c[0]) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in plain:
         for i, cell in enumerate(row):
@@ -158,8 +206,7 @@ def table(
 
 
 def dump_json(value: Any, out: TextIO) -> None:
-    json.dump(value, out, indent=2, ensure_ascii=False, default=str)
-    out.write("\n")
+    out.write(json_text(value, indent=2) + "\n")
 
 
 def ago(seconds: float | None) -> str:
@@ -186,13 +233,14 @@ def age_of_id(entry_id: str | None, now: float | None = None) -> float | None:
 
 
 def iso_of_id(entry_id: str | None) -> str | None:
+    """The time of a stream id; None for None or what is not an id."""
     if not entry_id:
         return None
-    return (
-        datetime.fromtimestamp(id_ms(entry_id) / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    try:
+        when = datetime.fromtimestamp(id_ms(entry_id) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def human_bytes(n: int | None) -> str:

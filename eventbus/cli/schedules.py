@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from eventbus.bus import EventBus
+from eventbus.cli import output as o
 from eventbus.cli.loader import load_app
 from eventbus.schedules.cron import next_tick
 
@@ -20,11 +20,11 @@ async def schedule_rows(bus: EventBus, app: str | None) -> list[dict[str, Any]]:
     """One row per schedule known to Redis (or declared by `app`), keys as COLUMNS."""
     rows: dict[str, dict[str, Any]] = {}
     pattern = bus.keys.schedule("*")
-    async for raw_key in bus.redis.scan_iter(match=pattern, count=500):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        raw: dict[bytes, bytes] = await bus.redis.hgetall(key)  # type: ignore[assignment]
-        state = {k.decode(): v.decode() for k, v in raw.items()}
-        name = key[len(bus.keys.schedule("")) :]
+    # hashes only: a key of another type under the pattern is not a schedule's state
+    async for raw_key in bus.redis.scan_iter(match=pattern, count=500, _type="hash"):
+        raw: dict[bytes, bytes] = await bus.redis.hgetall(raw_key)  # type: ignore[assignment]
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        name = _text(raw_key)[len(bus.keys.schedule("")) :]
         rows[name] = _row(name, state)
     if app is not None:
         now = datetime.now(UTC)
@@ -44,26 +44,40 @@ def _row(name: str, state: dict[str, str]) -> dict[str, Any]:
         "next_tick": state.get("next_tick"),
         "last_tick": state.get("last_tick"),
         "last_fired_at": state.get("last_fired_at"),
-        "fires": int(state.get("fires", 0)),
-        "duplicates": int(state.get("duplicates", 0)),
-        "skipped": int(state.get("skipped", 0)),
-        "errors": int(state.get("errors", 0)),
+        "fires": _count(state.get("fires")),
+        "duplicates": _count(state.get("duplicates")),
+        "skipped": _count(state.get("skipped")),
+        "errors": _count(state.get("errors")),
         "last_error": state.get("last_error"),
     }
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _count(value: str | None) -> int | None:
+    """A counter of the state hash: 0 when absent, None when it holds no number."""
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def print_table(rows: list[dict[str, Any]], out: TextIO) -> None:
     if not rows:
         out.write("no schedules found (none has run yet under this prefix)\n")
         return
-    cells = [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    cells = [[o.safe(_cell(row[c])) for c in COLUMNS] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(COLUMNS)]
     out.write("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
     out.write("\n")
     footer = "times in UTC"
     for row in cells:
         out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    out.write(f"({footer}; errors: {sum(r['errors'] for r in rows)})\n")
+    out.write(f"({footer}; errors: {sum(r['errors'] or 0 for r in rows)})\n")
 
 
 def _cell(value: Any) -> str:
@@ -84,8 +98,7 @@ async def schedules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     finally:
         await bus.aclose()
     if args.json:
-        json.dump(rows, out, indent=2)
-        out.write("\n")
+        o.dump_json(rows, out)
     else:
         print_table(rows, out)
     return 0

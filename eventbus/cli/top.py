@@ -16,7 +16,9 @@ from redis.exceptions import RedisError
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
+from eventbus.cli.failures import explain
 from eventbus.cli.inspect import connected
+from eventbus.errors import describe_error
 
 ENTER, LEAVE, HOME = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l", "\x1b[H\x1b[2J"
 
@@ -98,7 +100,7 @@ async def _refresh(
 def _show_error(
     exc: BaseException, out: TextIO, screen: bool, bus: EventBus, as_json: bool
 ) -> None:
-    message = f"Redis unavailable ({exc or type(exc).__name__}); retrying"
+    message = f"Redis unavailable ({explain(exc) or describe_error(exc)}); retrying"
     if as_json:
         out.write(json.dumps({"at": round(time.time(), 3), "error": message}) + "\n")
     else:
