@@ -713,6 +713,15 @@ class DeadLetter:
     raw: tuple[tuple[str, Any], ...] = ()  # every field, as stored
 
     @property
+    def omitted(self) -> str | None:
+        """What the worker did not copy into this letter (too large, too many fields):
+        a redrive then writes the original entry back, while the stream still has it."""
+        for k, v in self.raw:
+            if k == "dlq_omitted":
+                return _text(v)
+        return None
+
+    @property
     def original_fields(self) -> list[tuple[str, Any]]:
         """The fields to write back: the dead letter's, minus its dlq_* details and any
         earlier target."""
@@ -821,12 +830,16 @@ async def redrive(
                 "no longer has: every group would skip it; nothing was redriven (start a "
                 "worker for that group first, or leave it out with --group/--id)"
             )
+    originals = await _originals_of_incomplete(bus, stream, letters)
     out = []
     for dead in letters:
         if dry_run:
             out.append(Redriven(dead.id, dead.group, None))
             continue
-        fields: list[Any] = [x for k, v in dead.original_fields for x in (_raw_name(k), v)]
+        if dead.id in originals:
+            fields = list(originals[dead.id])
+        else:
+            fields = [x for k, v in dead.original_fields for x in (_raw_name(k), v)]
         fields += ["target", dead.group]
         new_id = await bus.wire.script(
             SCRIPTS.redrive, [bus.keys.stream(stream), bus.keys.dlq(stream)], [dead.id, *fields]
@@ -834,6 +847,33 @@ async def redrive(
         out.append(
             Redriven(dead.id, dead.group, _text(new_id) if new_id else None, gone=not new_id)
         )
+    return out
+
+
+async def _originals_of_incomplete(
+    bus: EventBus, stream: str, letters: Sequence[DeadLetter]
+) -> dict[str, list[Any]]:
+    """The original entries of letters the worker did not copy whole (`dlq_omitted`),
+    read from the stream, by letter id; raises (changing nothing) when one is gone."""
+    out: dict[str, list[Any]] = {}
+    for dead in letters:
+        if dead.omitted is None:
+            continue
+        found = []
+        if dead.stream_id is not None:
+            found = await _redis(bus).xrange(
+                bus.keys.stream(stream), dead.stream_id, dead.stream_id
+            )
+        if not found:
+            raise EventBusError(
+                f"dead letter {dead.id} does not hold its whole entry ({dead.omitted} were "
+                f"not copied) and the original entry {dead.stream_id} is no longer in stream "
+                f"{stream!r} (trimmed): it cannot be redriven; nothing was redriven (purge it, "
+                "or leave it out with --id)"
+            )
+        raw = found[0][1]
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=False)
+        out[dead.id] = [x for k, v in pairs if k not in (b"target", "target") for x in (k, v)]
     return out
 
 
