@@ -33,7 +33,13 @@ from eventbus.publishing.core import (
     raise_for_batch,
     single_result,
 )
-from eventbus.publishing.outbox import OnDrop, Outbox, Overflow, PublishStats
+from eventbus.publishing.outbox import (
+    DEFAULT_BUFFER_BYTES,
+    OnDrop,
+    Outbox,
+    Overflow,
+    PublishStats,
+)
 from eventbus.streams import Stream, StreamSettings
 from eventbus.wire import Pooled
 
@@ -64,7 +70,12 @@ class PublishSettings:
 
     - ``max_event_bytes``: larger encoded payloads are refused (default 1 MiB).
     - ``max_publishing``: publishes in flight at once; more wait their turn (default 64).
-    - ``buffer_size``: events ``publish_nowait`` may hold (default 10,000).
+    - ``buffer_bytes``: bytes of encoded entries ``publish_nowait`` may hold, buffered or
+      being sent (default 32 MiB, like Kafka's ``buffer.memory``). The process holds
+      about twice that: each buffered event object is kept too, for ``on_drop``.
+    - ``buffer_size``: events ``publish_nowait`` may hold, on top of the byte bound
+      (default None: no count bound; a burst of small events that fits in
+      ``buffer_bytes`` is never dropped).
     - ``overflow``: when the buffer is full: ``"drop"`` (counted, default), ``"raise"``
       (BufferFull), or ``"block"`` (wait for room; only threads other than the event
       loop's can wait: on the loop thread it raises, as blocking would stall the loop).
@@ -74,7 +85,8 @@ class PublishSettings:
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_publishing: int = DEFAULT_MAX_PUBLISHING
-    buffer_size: int = 10_000
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    buffer_size: int | None = None
     overflow: Overflow = "drop"
     deadline: Duration = 5.0
     on_drop: OnDrop | None = None
@@ -120,6 +132,7 @@ class EventBus:
         self._wire = Pooled(redis)
         self._outbox = Outbox(
             size=settings.buffer_size,
+            max_bytes=settings.buffer_bytes,
             overflow=settings.overflow,
             deadline_s=seconds(settings.deadline, name="deadline"),
             stats=self.publish_stats,
@@ -286,6 +299,11 @@ class EventBus:
     def buffered(self) -> int:
         """Events ``publish_nowait`` holds, not yet written."""
         return len(self._outbox)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
+        return self._outbox.bytes
 
     # -- lifecycle ---------------------------------------------------------------------
 

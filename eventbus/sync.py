@@ -88,6 +88,7 @@ class SyncPublisher:
         )
         self._outbox = Outbox(
             size=settings.buffer_size,
+            max_bytes=settings.buffer_bytes,
             overflow=settings.overflow,
             deadline_s=seconds(settings.deadline, name="deadline"),
             stats=self.publish_stats,
@@ -218,7 +219,13 @@ class SyncPublisher:
 
     @property
     def buffered(self) -> int:
+        """Events ``publish_nowait`` holds, not yet written."""
         return len(self._outbox)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
+        return self._outbox.bytes
 
     def _check_open(self) -> None:
         if self._closed:
@@ -302,7 +309,7 @@ class ThreadFlusher:
                 self._wake.clear()
                 continue
             retry = self._send(batch)
-            self.outbox.settle(len(batch) - len(retry), retry)
+            self.outbox.settle(batch, retry)
             if retry:
                 self._stats.retried += 1
                 self._stop.wait(backoff.next_delay())

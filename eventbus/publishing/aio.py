@@ -119,7 +119,7 @@ class AsyncFlusher:
                     await self._wake.wait()
                 continue
             retry = await self._send(batch)
-            self.outbox.settle(len(batch) - len(retry), retry)
+            self.outbox.settle(batch, retry)
             if retry:
                 self._stats.retried += 1
                 await asyncio.sleep(backoff.next_delay())
