@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import redis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -22,7 +23,9 @@ from eventbus.envelope import Encoding, content_type
 from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.publishing import exiting
 from eventbus.publishing.aio import AsyncFlusher, send
+from eventbus.publishing.blocking import SyncIO, client_io
 from eventbus.publishing.core import (
     DEFAULT_MAX_EVENT_BYTES,
     Outcome,
@@ -138,8 +141,11 @@ class EventBus:
             stats=self.publish_stats,
             on_drop=settings.on_drop,
         )
-        self._flusher = AsyncFlusher(self._outbox, self._request, self.publish_stats)
+        self._flusher = AsyncFlusher(
+            self._outbox, self._request, self.publish_stats, what=self._what
+        )
         self._outbox.wake = self._flusher.wake
+        self._exit_hook = exiting.register(self)
 
     @classmethod
     def from_url(
@@ -311,6 +317,31 @@ class EventBus:
         if self._closed:
             raise PublishError("the bus is closed; publish before aclose(), or build a new bus")
 
+    @property
+    def _what(self) -> str:
+        return f"EventBus (service {self.service!r})"
+
+    def flush_at_exit(self) -> None:
+        """At interpreter exit, for a bus never closed: its event loop is gone, so what
+        ``publish_nowait`` still holds is written over a new blocking connection to the
+        bus's URL, within the events' deadline; the rest is reported (see
+        `eventbus.publishing.exiting`). A bus built on a client, with no URL, can only
+        report."""
+        if self._closed or not self._outbox.held:
+            return
+        client = None
+        io: SyncIO | None = None
+        if self.url is not None:
+            client = redis.Redis.from_url(
+                self.url, protocol=2, socket_timeout=5, socket_connect_timeout=2
+            )
+            io = client_io(client)
+        try:
+            exiting.flush(self._outbox, io, self.publish_stats, what=self._what)
+        finally:
+            if client is not None:
+                client.close()
+
     async def aclose(self) -> None:
         """Flush ``publish_nowait``'s buffer (each event waits at most until its
         deadline), close connections, stop the embedded server if this process started
@@ -318,6 +349,7 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
+        exiting.unregister(self._exit_hook)
         try:
             await self._flusher.aclose(timeout=None)
             await self._wire.aclose()

@@ -191,6 +191,19 @@ class Outbox:
         return self._in_flight
 
     @property
+    def held(self) -> int:
+        """Events buffered plus being sent."""
+        return self._held()
+
+    def last_deadline(self) -> float:
+        """The latest deadline (monotonic) of what is held; events are buffered in
+        deadline order, so it is the last one's (or a fresh one's, if all are in flight)."""
+        with self._lock:
+            if self._items:
+                return self._items[-1].deadline
+        return time.monotonic() + self.deadline_s
+
+    @property
     def idle(self) -> bool:
         """Nothing buffered and nothing being sent."""
         return not self._items and self._in_flight == 0
