@@ -243,7 +243,9 @@ class EventBus:
             outcomes = await send([prepared], self._request, self.publish_stats, "publish")
         except (RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
-            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
 
@@ -267,7 +269,9 @@ class EventBus:
             outcomes = await send(prepared, self._request, self.publish_stats, "publish_many")
         except (RedisError, OSError) as exc:  # could not connect: nothing was written
             end_spans(prepared, spans, None, exc)
-            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 

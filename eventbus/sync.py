@@ -159,7 +159,9 @@ class SyncPublisher:
             outcomes = self._send([prepared], "publish")
         except (redis.RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
-            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
 
@@ -180,7 +182,9 @@ class SyncPublisher:
             outcomes = self._send(prepared, "publish_many")
         except (redis.RedisError, OSError) as exc:
             end_spans(prepared, spans, None, exc)
-            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 

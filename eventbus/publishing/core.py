@@ -342,7 +342,8 @@ def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[
     unknown = [i for i, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
     written = sum(r is not None for r in results)
     first = min([*failed, *unknown])
-    detail = failed.get(first) or outcomes[first]
+    problem = failed.get(first) or outcomes[first]
+    detail = str(problem) or type(problem).__name__
     raise PublishManyError(
         f"{written} of {len(items)} events written, {len(failed)} refused by Redis, "
         f"{len(unknown)} of unknown outcome (connection lost before their reply); first "
@@ -358,7 +359,8 @@ def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
         return outcome
     if isinstance(outcome, ResponseError):
         raise PublishError(f"Redis refused {item.describe()}: {outcome}") from outcome
-    raise PublishError(f"publishing {item.describe()} failed: {outcome}") from outcome
+    reason = str(outcome) or type(outcome).__name__
+    raise PublishError(f"publishing {item.describe()} failed: {reason}") from outcome
 
 
 def _text(value: bytes | str) -> str:
