@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import redis
 
@@ -28,7 +28,7 @@ from eventbus.errors import ConfigurationError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 from eventbus.publishing import exiting
-from eventbus.publishing.blocking import ThreadFlusher, drive_sync
+from eventbus.publishing.blocking import ThreadFlusher, client_io, drive_sync
 from eventbus.publishing.core import (
     Outcome,
     Prepared,
@@ -42,7 +42,6 @@ from eventbus.publishing.core import (
 )
 from eventbus.publishing.outbox import Outbox, PublishStats, account
 from eventbus.streams import Stream, StreamSettings
-from eventbus.wire import exchange_sync
 
 log = logging.getLogger("eventbus.publish")
 
@@ -64,7 +63,7 @@ class SyncPublisher:
     ) -> None:
         settings = publishing or PublishSettings()
         self._client = client
-        self._pool = client.connection_pool
+        self._request = client_io(client)
         self.service = check_name("service", service)
         self.keys = Keys(prefix)
         self.url = url
@@ -122,13 +121,6 @@ class SyncPublisher:
             url=url,
             embedded=embedded,
         )
-
-    def _request(self, payload: bytes, replies: int) -> list[Any]:
-        conn = self._pool.get_connection()
-        try:
-            return exchange_sync(conn, payload, replies)
-        finally:
-            self._pool.release(conn)
 
     def _send(self, items: Sequence[Prepared], method: str) -> list[Outcome]:
         started = time.perf_counter()

@@ -63,6 +63,33 @@ ASYNC_STARTED = """
     asyncio.run(main())
 """
 
+# Used on a loop that then ended: later calls (this thread or another) must not raise.
+LOOP_ENDED = """
+    import asyncio, threading
+    from eventbus import EventBus, PublishSettings
+    from tests.apps.events import Job
+
+    bus = EventBus.from_url(
+        URL, service="exit", prefix=PREFIX, publishing=PublishSettings(deadline=DEADLINE)
+    )
+
+    async def use() -> None:
+        bus.publish_nowait(Job(n=-1))  # the bus adopts this loop (asyncio.run closes it)
+        await bus.flush()
+
+    asyncio.run(use())
+    for i in range(250):
+        assert bus.publish_nowait(Job(n=i))  # was: RuntimeError (no running event loop)
+
+    def more() -> None:
+        for i in range(250, 499):
+            assert bus.publish_nowait(Job(n=i))  # was: RuntimeError (Event loop is closed)
+
+    thread = threading.Thread(target=more)
+    thread.start()
+    thread.join()
+"""
+
 NO_LOOP = """
     from eventbus import EventBus, PublishSettings
     from tests.apps.events import Job
@@ -162,3 +189,9 @@ def test_async_bus_never_run_on_a_loop_reports_what_it_lost(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     check_lost_are_reported(NO_LOOP, redis_server_factory(), "noloop-lost")
+
+
+def test_async_bus_used_after_its_loop_ended_buffers_and_flushes_at_exit(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    check_all_written(LOOP_ENDED, redis_server_factory(), "ended-exit")

@@ -4,6 +4,7 @@ the background task that flushes ``publish_nowait``'s buffer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -95,14 +96,20 @@ class AsyncFlusher:
     def wake(self) -> None:
         """Called by the outbox when events arrive, from any thread. Before the bus has
         seen its event loop, events wait in the buffer (the first flush, publish or
-        aclose on the loop starts the flusher)."""
+        aclose on the loop starts the flusher). After that loop has closed, they wait
+        too, for the flush at interpreter exit (`eventbus.publishing.exiting`): raising
+        would break publish_nowait's promise never to fail for lack of a writer."""
         self.adopt_running_loop()
-        if self._loop is None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._loop_thread and loop.is_running():
             self._mark_busy()
-        else:
-            self._loop.call_soon_threadsafe(self._mark_busy)
+            return
+        # another thread, or the loop's thread between runs of the loop; RuntimeError:
+        # the loop closed meanwhile
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._mark_busy)
 
     def _mark_busy(self) -> None:
         self._wake.set()

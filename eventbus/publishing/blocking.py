@@ -82,7 +82,7 @@ def send_pending(batch: list[Pending], io: SyncIO, stats: PublishStats) -> list[
 def drain(outbox: Outbox, io: SyncIO, stats: PublishStats, *, until: float) -> None:
     """Write what `outbox` holds from this thread until it is idle or the monotonic
     clock passes `until`; events past their deadline are dropped on the way, as ever."""
-    backoff = Reconnect(initial=0.05, maximum=0.25)
+    backoff = Reconnect(initial=0.05, maximum=1.0)
     while time.monotonic() < until:
         batch = outbox.take(BATCH)
         if not batch:
