@@ -195,3 +195,28 @@ def test_async_bus_used_after_its_loop_ended_buffers_and_flushes_at_exit(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     check_all_written(LOOP_ENDED, redis_server_factory(), "ended-exit")
+
+
+FORKED = """
+    import os
+    from eventbus import PublishSettings, SyncPublisher
+    from tests.apps.events import Job
+
+    publisher = SyncPublisher.from_url(
+        URL, service="exit", prefix=PREFIX, publishing=PublishSettings(deadline=DEADLINE)
+    )
+    for i in range(500):
+        publisher.publish_nowait(Job(n=i))
+    if os.fork() == 0:
+        # a child with a copy of the buffer, exiting normally: the parent's to write
+        raise SystemExit(0)
+    os.wait()
+"""
+
+
+def test_a_forked_child_does_not_write_its_copy_of_the_buffer(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    _, stderr = run_script(FORKED, server.url, "forked", deadline=5.0)
+    assert stream_length(server.url, "forked") == 500, stderr

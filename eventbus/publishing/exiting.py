@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -25,13 +26,16 @@ class FlushesAtExit(Protocol):
 
 def register(publisher: FlushesAtExit) -> Callable[[], None]:
     """An `atexit` hook that flushes `publisher` if it is still alive and open then; it
-    holds the publisher weakly, so an unclosed publisher can still be collected. Give
-    the hook to `unregister` when the publisher closes."""
+    holds the publisher weakly, so an unclosed publisher can still be collected, and
+    runs only in the process that registered it. Give the hook to `unregister` when the
+    publisher closes."""
     ref = weakref.ref(publisher)
+    pid = os.getpid()
 
     def hook() -> None:
         target = ref()
-        if target is not None:
+        # a forked child inherits the hook and a copy of the buffer: the parent's to write
+        if target is not None and os.getpid() == pid:
             try:
                 target.flush_at_exit()
             except Exception:  # at exit, a traceback helps nobody more than a line
