@@ -235,6 +235,7 @@ class EventBus:
         nothing and returns the first publish's id, with ``.duplicate`` set.
         """
         self._check_open()
+        self._flusher.on_loop()
         prepared, span = self._core.prepare_traced(
             event, key=key, stream=stream, headers=headers, dedup_window=_window(dedup_window)
         )
@@ -262,6 +263,7 @@ class EventBus:
         ids), which Redis refused, and which lost their reply with the connection.
         """
         self._check_open()
+        self._flusher.on_loop()
         prepared, spans = prepare_all(self._core, events, keys, _window(dedup_window))
         if not prepared:
             return []

@@ -197,6 +197,22 @@ def test_a_bus_built_outside_a_loop_buffers_until_the_loop_uses_it(
     assert asyncio.run(later()) == 1
 
 
+def test_a_bus_built_outside_a_loop_starts_writing_at_its_first_publish(
+    eventbus_redis_url: str, eventbus_prefix: str
+) -> None:
+    bus = EventBus.from_url(eventbus_redis_url, service="pre", prefix=eventbus_prefix)
+    assert bus.publish_nowait(Job(n=1))  # no loop yet: buffered
+
+    async def later() -> None:
+        try:
+            await bus.publish(Job(n=2))  # first use on the loop: the buffer is written too
+            await wait_for(lambda: bus.buffered == 0 and bus.publish_stats.published == 2)
+        finally:
+            await bus.aclose()
+
+    asyncio.run(later())
+
+
 async def test_closing_with_events_it_cannot_write_drops_them_counted(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:

@@ -93,6 +93,14 @@ class AsyncFlusher:
                 return
             self._loop_thread = threading.get_ident()
 
+    def on_loop(self) -> None:
+        """Called by the bus's awaited calls (publish, publish_many): the first adopts
+        the running loop and starts writing what was buffered before it."""
+        if self._loop is None:
+            self.adopt_running_loop()
+            if len(self.outbox):
+                self._mark_busy()
+
     def wake(self) -> None:
         """Called by the outbox when events arrive, from any thread. Before the bus has
         seen its event loop, events wait in the buffer (the first flush, publish or
