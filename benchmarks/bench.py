@@ -17,7 +17,10 @@ Workloads (payload: a msgspec Struct of ~200 bytes, JSON):
   event-age histograms plus a collector scraped every 0.5 s (reading Redis each time,
   no cache), against `metrics=False`
   and no collector;
-- latency: 1,000 events/s for a few seconds, publish -> handler start, p50 / p99.
+- latency: 1,000 events/s for a few seconds, publish -> handler start, p50 / p99;
+- validation on vs off: sequential publish, eventbus against itself, with the check that
+  decodes each event before writing it (`PublishCore.check_decodes`) and with it
+  replaced by a no-op, in alternating order.
 
 The raw loop is what a careful engineer writes by hand: XADD; XREADGROUP COUNT 100
 (BLOCK); decode; one XACK per batch. eventbus does its whole protocol on top
@@ -48,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventbus import Event, EventBus, PublishSettings, Router, Worker, WorkerSettings
 from eventbus.metrics import EventbusCollector
+from eventbus.publishing.core import PublishCore
 from eventbus.testing import RedisServer
 
 
@@ -323,6 +327,34 @@ async def bench_metrics_cost(bus: EventBus, n: int, on_first: bool) -> tuple[flo
     return on, off
 
 
+async def eventbus_sequential(bus: EventBus, n: int) -> float:
+    key = bus.keys.stream("bench")
+    await fresh(bus.redis, key)
+    start = time.perf_counter()
+    for i in range(n):
+        await bus.publish(payload(i))
+    rate = n / (time.perf_counter() - start)
+    await fresh(bus.redis, key)
+    return rate
+
+
+def _no_validation(self: PublishCore, event: Event, data: bytes) -> None:
+    return None
+
+
+async def bench_validation(bus: EventBus, n: int, on_first: bool) -> tuple[float, float]:
+    """Sequential publish with validation at publish (the default) vs without."""
+    validate = PublishCore.check_decodes
+    rates = {}
+    for on in (True, False) if on_first else (False, True):
+        PublishCore.check_decodes = validate if on else _no_validation  # type: ignore[method-assign]
+        try:
+            rates[on] = await eventbus_sequential(bus, n)
+        finally:
+            PublishCore.check_decodes = validate  # type: ignore[method-assign]
+    return rates[True], rates[False]
+
+
 async def bench_end_to_end(bus: EventBus, raw: Raw, n: int) -> tuple[float, float]:
     key = bus.keys.stream("bench")
     eb = await eventbus_end_to_end(bus, n)
@@ -441,7 +473,7 @@ def best(values: list[float], higher_is_better: bool = True) -> float:
     return max(values) if higher_is_better else min(values)
 
 
-WORKLOADS = ("publish", "nowait", "drain", "e2e", "metrics", "latency")
+WORKLOADS = ("publish", "nowait", "drain", "e2e", "metrics", "latency", "validation")
 
 
 async def run(args: argparse.Namespace, url: str) -> list[Result]:
@@ -502,6 +534,15 @@ async def run_metrics(bus: EventBus, raw: Raw, args: argparse.Namespace, url: st
     return [Result("end to end, metrics", "events/s", rounds, sides=("on", "off"))]
 
 
+async def run_validation(
+    bus: EventBus, raw: Raw, args: argparse.Namespace, url: str
+) -> list[Result]:
+    rounds = [
+        await bench_validation(bus, args.publish_n, on_first=i % 2 == 0) for i in range(args.rounds)
+    ]
+    return [Result("publish, validation", "events/s", rounds, sides=("on", "off"))]
+
+
 async def run_latency(bus: EventBus, raw: Raw, args: argparse.Namespace, url: str) -> list[Result]:
     lat = [await bench_latency(bus, raw, args.rate, args.seconds) for _ in range(args.rounds)]
     return [
@@ -513,7 +554,7 @@ async def run_latency(bus: EventBus, raw: Raw, args: argparse.Namespace, url: st
 
 WORKLOAD = {
     "publish": run_publish, "nowait": run_nowait, "drain": run_drain, "e2e": run_e2e,
-    "metrics": run_metrics, "latency": run_latency,
+    "metrics": run_metrics, "latency": run_latency, "validation": run_validation,
 }  # fmt: skip
 
 

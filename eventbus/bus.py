@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import redis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -23,7 +24,9 @@ from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 from eventbus.permissions import is_refusal, refused
+from eventbus.publishing import exiting
 from eventbus.publishing.aio import AsyncFlusher, send
+from eventbus.publishing.blocking import SyncIO, client_io
 from eventbus.publishing.core import (
     DEFAULT_MAX_EVENT_BYTES,
     Outcome,
@@ -34,7 +37,13 @@ from eventbus.publishing.core import (
     raise_for_batch,
     single_result,
 )
-from eventbus.publishing.outbox import OnDrop, Outbox, Overflow, PublishStats
+from eventbus.publishing.outbox import (
+    DEFAULT_BUFFER_BYTES,
+    OnDrop,
+    Outbox,
+    Overflow,
+    PublishStats,
+)
 from eventbus.streams import Stream, StreamSettings
 from eventbus.wire import Pooled
 
@@ -65,7 +74,12 @@ class PublishSettings:
 
     - ``max_event_bytes``: larger encoded payloads are refused (default 1 MiB).
     - ``max_publishing``: publishes in flight at once; more wait their turn (default 64).
-    - ``buffer_size``: events ``publish_nowait`` may hold (default 10,000).
+    - ``buffer_bytes``: bytes of encoded entries ``publish_nowait`` may hold, buffered or
+      being sent (default 32 MiB, like Kafka's ``buffer.memory``). The process holds
+      about twice that: each buffered event object is kept too, for ``on_drop``.
+    - ``buffer_size``: events ``publish_nowait`` may hold, on top of the byte bound
+      (default None: no count bound; a burst of small events that fits in
+      ``buffer_bytes`` is never dropped).
     - ``overflow``: when the buffer is full: ``"drop"`` (counted, default), ``"raise"``
       (BufferFull), or ``"block"`` (wait for room; only threads other than the event
       loop's can wait: on the loop thread it raises, as blocking would stall the loop).
@@ -75,7 +89,8 @@ class PublishSettings:
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_publishing: int = DEFAULT_MAX_PUBLISHING
-    buffer_size: int = 10_000
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    buffer_size: int | None = None
     overflow: Overflow = "drop"
     deadline: Duration = 5.0
     on_drop: OnDrop | None = None
@@ -121,13 +136,17 @@ class EventBus:
         self._wire = Pooled(redis)
         self._outbox = Outbox(
             size=settings.buffer_size,
+            max_bytes=settings.buffer_bytes,
             overflow=settings.overflow,
             deadline_s=seconds(settings.deadline, name="deadline"),
             stats=self.publish_stats,
             on_drop=settings.on_drop,
         )
-        self._flusher = AsyncFlusher(self._outbox, self._request, self.publish_stats)
+        self._flusher = AsyncFlusher(
+            self._outbox, self._request, self.publish_stats, what=self._what
+        )
         self._outbox.wake = self._flusher.wake
+        self._exit_hook = exiting.register(self)
 
     @classmethod
     def from_url(
@@ -224,6 +243,7 @@ class EventBus:
         nothing and returns the first publish's id, with ``.duplicate`` set.
         """
         self._check_open()
+        self._flusher.on_loop()
         prepared, span = self._core.prepare_traced(
             event, key=key, stream=stream, headers=headers, dedup_window=_window(dedup_window)
         )
@@ -232,7 +252,9 @@ class EventBus:
             outcomes = await send([prepared], self._request, self.publish_stats, "publish")
         except (RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
-            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
 
@@ -249,6 +271,7 @@ class EventBus:
         ids), which Redis refused, and which lost their reply with the connection.
         """
         self._check_open()
+        self._flusher.on_loop()
         prepared, spans = prepare_all(self._core, events, keys, _window(dedup_window))
         if not prepared:
             return []
@@ -256,7 +279,9 @@ class EventBus:
             outcomes = await send(prepared, self._request, self.publish_stats, "publish_many")
         except (RedisError, OSError) as exc:  # could not connect: nothing was written
             end_spans(prepared, spans, None, exc)
-            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 
@@ -295,11 +320,41 @@ class EventBus:
         """Events ``publish_nowait`` holds, not yet written."""
         return len(self._outbox)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
+        return self._outbox.bytes
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise PublishError("the bus is closed; publish before aclose(), or build a new bus")
+
+    @property
+    def _what(self) -> str:
+        return f"EventBus (service {self.service!r})"
+
+    def flush_at_exit(self) -> None:
+        """At interpreter exit, for a bus never closed: its event loop is gone, so what
+        ``publish_nowait`` still holds is written over a new blocking connection to the
+        bus's URL, within the events' deadline; the rest is reported (see
+        `eventbus.publishing.exiting`). A bus built on a client, with no URL, can only
+        report."""
+        if self._closed or not self._outbox.held:
+            return
+        client = None
+        io: SyncIO | None = None
+        if self.url is not None:
+            client = redis.Redis.from_url(
+                self.url, protocol=2, socket_timeout=5, socket_connect_timeout=2
+            )
+            io = client_io(client)
+        try:
+            exiting.flush(self._outbox, io, self.publish_stats, what=self._what)
+        finally:
+            if client is not None:
+                client.close()
 
     async def aclose(self) -> None:
         """Flush ``publish_nowait``'s buffer (each event waits at most until its
@@ -308,6 +363,7 @@ class EventBus:
         if self._closed:
             return
         self._closed = True
+        exiting.unregister(self._exit_hook)
         try:
             await self._flusher.aclose(timeout=None)
             await self._wire.aclose()

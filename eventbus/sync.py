@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import redis
 
-from eventbus.backoff import Reconnect
 from eventbus.bus import PublishSettings, redact, resolve_url
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
@@ -29,31 +27,23 @@ from eventbus.envelope import Encoding
 from eventbus.errors import ConfigurationError, PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.publishing import exiting
+from eventbus.publishing.blocking import ThreadFlusher, client_io, drive_sync
 from eventbus.publishing.core import (
     Outcome,
     Prepared,
     PublishCore,
     PublishResult,
-    Request,
     end_spans,
     prepare_all,
     raise_for_batch,
     send_batch,
     single_result,
 )
-from eventbus.publishing.outbox import (
-    Outbox,
-    Pending,
-    PublishStats,
-    account,
-    to_retry,
-)
+from eventbus.publishing.outbox import Outbox, PublishStats, account
 from eventbus.streams import Stream, StreamSettings
-from eventbus.wire import exchange_sync
 
 log = logging.getLogger("eventbus.publish")
-
-BATCH = 500
 
 
 class SyncPublisher:
@@ -73,7 +63,7 @@ class SyncPublisher:
     ) -> None:
         settings = publishing or PublishSettings()
         self._client = client
-        self._pool = client.connection_pool
+        self._request = client_io(client)
         self.service = check_name("service", service)
         self.keys = Keys(prefix)
         self.url = url
@@ -88,6 +78,7 @@ class SyncPublisher:
         )
         self._outbox = Outbox(
             size=settings.buffer_size,
+            max_bytes=settings.buffer_bytes,
             overflow=settings.overflow,
             deadline_s=seconds(settings.deadline, name="deadline"),
             stats=self.publish_stats,
@@ -96,6 +87,7 @@ class SyncPublisher:
         self._flusher = ThreadFlusher(self._outbox, self._request, self.publish_stats)
         self._outbox.wake = self._flusher.wake
         self._closed = False
+        self._exit_hook = exiting.register(self)
 
     @classmethod
     def from_url(
@@ -130,13 +122,6 @@ class SyncPublisher:
             embedded=embedded,
         )
 
-    def _request(self, payload: bytes, replies: int) -> list[Any]:
-        conn = self._pool.get_connection()
-        try:
-            return exchange_sync(conn, payload, replies)
-        finally:
-            self._pool.release(conn)
-
     def _send(self, items: Sequence[Prepared], method: str) -> list[Outcome]:
         started = time.perf_counter()
         try:
@@ -166,7 +151,9 @@ class SyncPublisher:
             outcomes = self._send([prepared], "publish")
         except (redis.RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
-            raise PublishError(f"publishing {prepared.describe()} failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
 
@@ -187,7 +174,9 @@ class SyncPublisher:
             outcomes = self._send(prepared, "publish_many")
         except (redis.RedisError, OSError) as exc:
             end_spans(prepared, spans, None, exc)
-            raise PublishError(f"publishing {len(events)} events failed: {exc}") from exc
+            raise PublishError(
+                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+            ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)
 
@@ -218,7 +207,13 @@ class SyncPublisher:
 
     @property
     def buffered(self) -> int:
+        """Events ``publish_nowait`` holds, not yet written."""
         return len(self._outbox)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
+        return self._outbox.bytes
 
     def _check_open(self) -> None:
         if self._closed:
@@ -230,12 +225,24 @@ class SyncPublisher:
         if self._closed:
             return
         self._closed = True
+        exiting.unregister(self._exit_hook)
         try:
             self._flusher.close()
             self._client.close()
         finally:
             if self.embedded is not None:
                 self.embedded.close()
+
+    def flush_at_exit(self) -> None:
+        """At interpreter exit, for a publisher never closed: flush within the events'
+        deadline, report what could not be written (see `eventbus.publishing.exiting`)."""
+        if not self._closed:
+            exiting.flush(
+                self._outbox,
+                self._request,
+                self.publish_stats,
+                what=f"SyncPublisher (service {self.service!r})",
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -247,87 +254,3 @@ class SyncPublisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def drive_sync(
-    protocol: Generator[Request, list[Any], list[Outcome]],
-    io: Any,
-) -> list[Outcome]:
-    """Run a sans-IO batch protocol over blocking I/O (`aio.drive` for threads)."""
-    request = next(protocol)
-    while True:
-        try:
-            replies = io(*request)
-        except (redis.RedisError, OSError) as exc:  # IncompleteExchange included
-            try:
-                request = protocol.throw(exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            continue
-        try:
-            request = protocol.send(replies)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-
-class ThreadFlusher:
-    """`publishing.aio.AsyncFlusher` for threads: a daemon thread started on demand."""
-
-    def __init__(self, outbox: Outbox, io: Any, stats: PublishStats) -> None:
-        self.outbox = outbox
-        self._io = io
-        self._stats = stats
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def wake(self) -> None:
-        self._wake.set()
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="eventbus-publish-flusher", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        backoff = Reconnect(initial=0.05, maximum=1.0)
-        while True:
-            batch = self.outbox.take(BATCH)
-            if not batch:
-                if self._stop.is_set():
-                    return
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            retry = self._send(batch)
-            self.outbox.settle(len(batch) - len(retry), retry)
-            if retry:
-                self._stats.retried += 1
-                self._stop.wait(backoff.next_delay())
-            else:
-                backoff.reset()
-
-    def _send(self, batch: list[Pending]) -> list[Pending]:
-        try:
-            items = [p.prepared for p in batch]
-            started = time.perf_counter()
-            outcomes = drive_sync(send_batch(items), self._io)
-        except (redis.RedisError, OSError) as exc:
-            log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
-            return batch
-        except Exception:  # never let the flusher die: its events would never settle
-            log.exception("publish_nowait: unexpected error; retrying")
-            return batch
-        account(items, self._stats, "publish_nowait", started, outcomes)
-        return to_retry(batch, outcomes)
-
-    def close(self) -> None:
-        """Flush (bounded by the events' deadlines), then stop the thread."""
-        self.outbox.wait_idle(None)
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join()

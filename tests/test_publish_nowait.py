@@ -197,6 +197,22 @@ def test_a_bus_built_outside_a_loop_buffers_until_the_loop_uses_it(
     assert asyncio.run(later()) == 1
 
 
+def test_a_bus_built_outside_a_loop_starts_writing_at_its_first_publish(
+    eventbus_redis_url: str, eventbus_prefix: str
+) -> None:
+    bus = EventBus.from_url(eventbus_redis_url, service="pre", prefix=eventbus_prefix)
+    assert bus.publish_nowait(Job(n=1))  # no loop yet: buffered
+
+    async def later() -> None:
+        try:
+            await bus.publish(Job(n=2))  # first use on the loop: the buffer is written too
+            await wait_for(lambda: bus.buffered == 0 and bus.publish_stats.published == 2)
+        finally:
+            await bus.aclose()
+
+    asyncio.run(later())
+
+
 async def test_closing_with_events_it_cannot_write_drops_them_counted(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
@@ -212,3 +228,47 @@ async def test_closing_with_events_it_cannot_write_drops_them_counted(
     await asyncio.wait_for(bus.aclose(), timeout=15)
     assert bus.publish_stats.dropped == 10 == len(dropped)
     assert bus.buffered == 0
+
+
+async def test_a_burst_that_fits_in_memory_is_never_dropped(bus: EventBus) -> None:
+    # the buffer is bounded by bytes (32 MiB by default), not by a count of 10,000
+    for i in range(20_000):
+        assert bus.publish_nowait(Job(n=i)) is True
+    assert await bus.flush(timeout=30)
+    assert await xlen(bus) == 20_000
+    assert bus.publish_stats.dropped == 0 and bus.buffered_bytes == 0
+
+
+async def test_the_buffer_is_bounded_by_bytes_when_redis_is_down(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory(appendonly=True)
+    bound = 50_000
+    bus = nowait_bus(server.url, "bytes", buffer_bytes=bound, deadline=30)
+    try:
+        await bus.publish(Job(n=-1))
+        server.stop()  # nothing drains
+        accepted = 0
+        for i in range(200):
+            accepted += bus.publish_nowait(Job(n=i, payload="x" * 1000))
+            assert bus.buffered_bytes <= bound
+        entry = bus.buffered_bytes // accepted
+        assert 1000 < entry < 1300  # the packed XADD: payload plus envelope
+        assert accepted == bound // entry  # filled to the bound, not past it
+        assert bus.publish_stats.dropped == 200 - accepted
+        assert bus.publish_stats.dropped_by_stream["jobs"] == 200 - accepted
+        raising = nowait_bus(
+            server.url, "bytes", buffer_bytes=3_000, overflow="raise", deadline=0.5
+        )
+        try:
+            raising.publish_nowait(Job(n=0, payload="x" * 4000))  # alone: always admitted
+            with pytest.raises(BufferFull, match=r"needs 1,\d{3} more of buffer_bytes=3,000"):
+                raising.publish_nowait(Job(n=1, payload="x" * 1000))
+            assert raising.buffered == 1
+        finally:
+            await raising.aclose()  # drops it at its deadline
+        server.start()
+        assert await bus.flush(timeout=20)
+        assert await xlen(bus) == accepted + 1
+    finally:
+        await bus.aclose()

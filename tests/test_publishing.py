@@ -236,3 +236,17 @@ def test_batch_protocol_accounts_for_every_item() -> None:
     next(first)
     with pytest.raises(RedisConnectionError):
         first.throw(RedisConnectionError("refused"))
+
+
+async def test_an_error_without_a_message_is_named_by_its_type(
+    bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a transport failure carrying no text (str(exc) == ""): the message names its type
+    async def fail(payload: bytes, replies: int) -> list[object]:
+        raise ConnectionResetError
+
+    monkeypatch.setattr(bus.wire, "request", fail)
+    with pytest.raises(PublishError, match=r"failed: ConnectionResetError$"):
+        await bus.publish(Job(n=1))
+    with pytest.raises(PublishError, match=r"failed: ConnectionResetError$"):
+        await bus.publish_many([Job(n=1), Job(n=2)])

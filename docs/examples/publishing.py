@@ -29,7 +29,7 @@ class LinkClicked(Event, stream=clicks):
 async def main(url: str | None = None, prefix: str = "publishing") -> dict[str, object]:
     dropped: list[str] = []
     settings = PublishSettings(
-        buffer_size=10_000,
+        buffer_bytes=32 * 1024 * 1024,  # the default: 32 MiB of encoded events
         deadline=5.0,
         on_drop=lambda event, why: dropped.append(f"{type(event).__name__}: {why}"),
     )

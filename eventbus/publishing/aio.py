@@ -4,6 +4,7 @@ the background task that flushes ``publish_nowait``'s buffer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
+from eventbus.publishing import exiting
 from eventbus.publishing.core import Outcome, Prepared, Request, send_batch
 from eventbus.publishing.outbox import (
     Outbox,
@@ -66,10 +68,14 @@ class AsyncFlusher:
     """Writes what ``publish_nowait`` buffered, in pipelined batches, retrying Redis
     errors with backoff until each event's deadline (then the outbox drops it)."""
 
-    def __init__(self, outbox: Outbox, io: IO, stats: PublishStats) -> None:
+    def __init__(
+        self, outbox: Outbox, io: IO, stats: PublishStats, *, what: str = "EventBus"
+    ) -> None:
         self.outbox = outbox
         self._io = io
         self._stats = stats
+        self._what = what  # the publisher, for messages
+        self._batch: list[Pending] | None = None  # being sent
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -87,17 +93,31 @@ class AsyncFlusher:
                 return
             self._loop_thread = threading.get_ident()
 
+    def on_loop(self) -> None:
+        """Called by the bus's awaited calls (publish, publish_many): the first adopts
+        the running loop and starts writing what was buffered before it."""
+        if self._loop is None:
+            self.adopt_running_loop()
+            if len(self.outbox):
+                self._mark_busy()
+
     def wake(self) -> None:
         """Called by the outbox when events arrive, from any thread. Before the bus has
         seen its event loop, events wait in the buffer (the first flush, publish or
-        aclose on the loop starts the flusher)."""
+        aclose on the loop starts the flusher). After that loop has closed, they wait
+        too, for the flush at interpreter exit (`eventbus.publishing.exiting`): raising
+        would break publish_nowait's promise never to fail for lack of a writer."""
         self.adopt_running_loop()
-        if self._loop is None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-        if threading.get_ident() == self._loop_thread:
+        if threading.get_ident() == self._loop_thread and loop.is_running():
             self._mark_busy()
-        else:
-            self._loop.call_soon_threadsafe(self._mark_busy)
+            return
+        # another thread, or the loop's thread between runs of the loop; RuntimeError:
+        # the loop closed meanwhile
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._mark_busy)
 
     def _mark_busy(self) -> None:
         self._wake.set()
@@ -107,6 +127,18 @@ class AsyncFlusher:
             )
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            if self._closing:
+                raise
+            # Not aclose(): the loop is ending (asyncio.run cancels the tasks left when
+            # main returns) with the bus never closed. It still runs this task to its
+            # end, so write what is held, each event until its deadline, then stop.
+            await self._drain_unclosed()
+            raise
+
+    async def _serve(self) -> None:
         backoff = Reconnect(initial=0.05, maximum=1.0)
         while True:
             batch = self.outbox.take(BATCH)
@@ -118,13 +150,36 @@ class AsyncFlusher:
                 if len(self.outbox) == 0:
                     await self._wake.wait()
                 continue
-            retry = await self._send(batch)
-            self.outbox.settle(len(batch) - len(retry), retry)
-            if retry:
+            if await self._write(batch):
+                backoff.reset()
+            else:
                 self._stats.retried += 1
                 await asyncio.sleep(backoff.next_delay())
-            else:
-                backoff.reset()
+
+    async def _write(self, batch: list[Pending]) -> bool:
+        """Send `batch` and settle it with the outbox; False if some must be retried.
+        Cancelled mid-send, the batch stays in `_batch`, to be sent again (its outcome
+        is unknown, as with a lost reply)."""
+        self._batch = batch
+        retry = await self._send(batch)
+        self._batch = None
+        self.outbox.settle(batch, retry)
+        return not retry
+
+    async def _drain_unclosed(self) -> None:
+        if self._batch is not None:
+            self.outbox.settle(self._batch, self._batch)
+            self._batch = None
+        held = self.outbox.held
+        if not held:
+            return
+        dropped_before = self._stats.dropped
+        backoff = Reconnect(initial=0.05, maximum=0.25)
+        while batch := self.outbox.take(BATCH):  # empty once written or past deadline
+            if not await self._write(batch):
+                self._stats.retried += 1
+                await asyncio.sleep(backoff.next_delay())
+        exiting.report_lost(self._what, held, self._stats.dropped - dropped_before, 0)
 
     async def _send(self, batch: list[Pending]) -> list[Pending]:
         """Send one batch; returns what must be tried again."""
@@ -134,7 +189,9 @@ class AsyncFlusher:
                 retried=True,
             )  # fmt: skip
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
-            log.warning("publish_nowait: Redis unavailable (%s); retrying", exc)
+            log.warning(
+                "publish_nowait: Redis unavailable (%s); retrying", str(exc) or type(exc).__name__
+            )
             return batch
         except Exception:  # never let the flusher die: its events would never settle
             log.exception("publish_nowait: unexpected error; retrying")

@@ -5,10 +5,12 @@ the sync publisher alike).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+import msgspec
 from opentelemetry.trace import Span
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -55,18 +57,19 @@ class OutcomeUnknown(PublishError):
 
 @dataclass(slots=True)
 class Prepared:
-    """One validated, encoded event and the command that writes it."""
+    """One validated, encoded event and the command that writes it, packed (the command's
+    list is not kept: a buffered event holds its payload once, in `packed`)."""
 
     event: Event
     stream: str
     type_name: str
     event_id: str
-    command: list[Arg]
+    command: InitVar[list[Arg]]
     deduped: bool
-    packed: bytes = field(default=b"", repr=False)
+    packed: bytes = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.packed = pack(self.command)
+    def __post_init__(self, command: list[Arg]) -> None:
+        self.packed = pack(command)
 
     def describe(self) -> str:
         return f"{self.type_name} {self.event_id} to stream {self.stream!r}"
@@ -105,6 +108,9 @@ class PublishCore:
         self.streams = streams or StreamSettings()
         self.max_event_bytes = max_event_bytes
         self._stream_keys: dict[str, str] = {}
+        # one strict decoder per event class, in this publisher's encoding: what a
+        # handler's decoder would refuse is refused here (see `check_decodes`)
+        self._decoders: dict[type[Event], Any] = {}
 
     def prepare(
         self,
@@ -123,6 +129,7 @@ class PublishCore:
             raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
         check_headers(headers)
         data = encode_payload(event, self.encoding)
+        self.check_decodes(event, data)
         size = len(data)
         if key:
             size += len(key)
@@ -204,6 +211,31 @@ class PublishCore:
             raise
         return prepared, span
 
+    def check_decodes(self, event: Event, data: bytes) -> None:
+        """Decode `data` back into the event's class with the strict decoder a handler
+        uses; raises EventTypeError naming the type and field when it would refuse it.
+
+        An Event's constructor checks no types (``OrderPlaced(order_id=1)`` builds), so
+        without this an ill-typed event is written and dead-lettered by every group.
+        Decoding the bytes just encoded costs about 0.5 µs for a 200-byte event.
+        """
+        cls = type(event)
+        decoder = self._decoders.get(cls)
+        if decoder is None:
+            decoder = self._decoders[cls] = (
+                msgspec.json.Decoder(cls)
+                if self.encoding == "json"
+                else msgspec.msgpack.Decoder(cls)
+            )
+        try:
+            decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise EventTypeError(_refusal(event, str(exc))) from None
+        except Exception as exc:  # an Event's __post_init__ raising something else
+            raise EventTypeError(
+                _refusal(event, f"{type(exc).__name__}: {str(exc) or 'raised'}")
+            ) from exc
+
     @staticmethod
     def _stream_of(event: Event, stream: str | None) -> str:
         if not isinstance(event, Event):
@@ -220,6 +252,23 @@ class PublishCore:
                 f"`class {cls.__name__}(Event, stream='name')` or pass stream="
             )
         return cls.__eb_stream__
+
+
+def _refusal(event: Event, problem: str) -> str:
+    """The message for an event its handlers' strict decoder would refuse."""
+    cls = type(event)
+    # msgspec says "Expected `str`, got `int` - at `$.order_id`": name the field first
+    message, sep, path = problem.rpartition(" - at `$")
+    if sep:
+        where = path.rstrip("`").lstrip(".")
+        problem = f"field {where!r}: {message}"
+        value = getattr(event, where, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            problem += f" (it is {value}: JSON has no NaN or infinity, msgspec writes null)"
+    return (
+        f"cannot publish {cls.__name__} (type {cls.__eb_type__!r}): {problem}; the handlers' "
+        "strict decoder would refuse it, so nothing was written"
+    )
 
 
 Request = tuple[bytes, int]
@@ -293,7 +342,8 @@ def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[
     unknown = [i for i, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
     written = sum(r is not None for r in results)
     first = min([*failed, *unknown])
-    detail = failed.get(first) or outcomes[first]
+    problem = failed.get(first) or outcomes[first]
+    detail = str(problem) or type(problem).__name__
     raise PublishManyError(
         f"{written} of {len(items)} events written, {len(failed)} refused by Redis, "
         f"{len(unknown)} of unknown outcome (connection lost before their reply); first "
@@ -309,7 +359,8 @@ def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
         return outcome
     if isinstance(outcome, ResponseError):
         raise PublishError(f"Redis refused {item.describe()}: {outcome}") from outcome
-    raise PublishError(f"publishing {item.describe()} failed: {outcome}") from outcome
+    reason = str(outcome) or type(outcome).__name__
+    raise PublishError(f"publishing {item.describe()} failed: {reason}") from outcome
 
 
 def _text(value: bytes | str) -> str:

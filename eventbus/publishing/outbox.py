@@ -1,5 +1,6 @@
-"""The fire-and-forget buffer behind ``publish_nowait``: bounded, deadline per event,
-thread-safe, shared by the async bus and the sync publisher."""
+"""The fire-and-forget buffer behind ``publish_nowait``: bounded in bytes (and optionally
+in events), deadline per event, thread-safe, shared by the async bus and the sync
+publisher."""
 
 from __future__ import annotations
 
@@ -100,6 +101,12 @@ def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
     return retry
 
 
+def _tally(items: Sequence[Prepared]) -> str:
+    """ "300 Job to 'jobs', 2 Ping to 'pings'": what a batch of events was."""
+    counts = Counter((p.type_name, p.stream) for p in items)
+    return ", ".join(f"{n} {t} to {s!r}" for (t, s), n in counts.most_common())
+
+
 def outside_event_loop() -> bool:
     """Blocking is only harmful inside a running event loop (it would stall it)."""
     try:
@@ -113,10 +120,19 @@ def outside_event_loop() -> bool:
 class Pending:
     prepared: Prepared
     deadline: float  # time.monotonic()
+    size: int  # bytes counted against the buffer: the packed command
+
+
+DEFAULT_BUFFER_BYTES = 32 * 1024 * 1024
 
 
 class Outbox:
     """A bounded FIFO of prepared events waiting for the flusher.
+
+    Bounded like Kafka's ``buffer.memory``: by the bytes of the encoded entries held
+    (buffered plus being sent), and by a count only if `size` is given. An event that
+    does not fit is admitted anyway when nothing else is held, so one event larger than
+    the bound can still go (the bound is exceeded by at most that one event).
 
     ``wake`` is called (outside the lock) whenever events arrive, so the flusher, an
     asyncio task or a thread, can be woken the way it needs.
@@ -125,7 +141,8 @@ class Outbox:
     def __init__(
         self,
         *,
-        size: int,
+        size: int | None = None,
+        max_bytes: int = DEFAULT_BUFFER_BYTES,
         overflow: Overflow,
         deadline_s: float,
         stats: PublishStats,
@@ -133,8 +150,14 @@ class Outbox:
         wake: Callable[[], None] = lambda: None,
         may_block: Callable[[], bool] | None = None,
     ) -> None:
-        if not isinstance(size, int) or size < 1:
-            raise ConfigurationError(f"buffer_size must be a positive int, got {size!r}")
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ConfigurationError(
+                f"buffer_size must be a positive int or None (no count bound), got {size!r}"
+            )
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise ConfigurationError(
+                f"buffer_bytes must be a positive int (bytes), got {max_bytes!r}"
+            )
         if overflow not in ("drop", "block", "raise"):
             raise ConfigurationError(
                 f"overflow must be 'drop', 'block' or 'raise', got {overflow!r}"
@@ -142,6 +165,7 @@ class Outbox:
         if deadline_s <= 0:
             raise ConfigurationError(f"deadline must be positive, got {deadline_s!r}")
         self.size = size
+        self.max_bytes = max_bytes
         self.overflow: Overflow = overflow
         self.deadline_s = deadline_s
         self.stats = stats
@@ -150,11 +174,34 @@ class Outbox:
         self.may_block = may_block or outside_event_loop
         self._items: deque[Pending] = deque()
         self._in_flight = 0
+        self._bytes = 0  # held: buffered plus in flight
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the encoded entries held (buffered plus being sent)."""
+        return self._bytes
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def held(self) -> int:
+        """Events buffered plus being sent."""
+        return self._held()
+
+    def last_deadline(self) -> float:
+        """The latest deadline (monotonic) of what is held; events are buffered in
+        deadline order, so it is the last one's (or a fresh one's, if all are in flight)."""
+        with self._lock:
+            if self._items:
+                return self._items[-1].deadline
+        return time.monotonic() + self.deadline_s
 
     @property
     def idle(self) -> bool:
@@ -163,14 +210,16 @@ class Outbox:
 
     def put(self, prepared: Prepared, *, block_timeout: float | None = None) -> bool:
         """Buffer one event; False when dropped for lack of room (overflow "drop")."""
+        size = len(prepared.packed)
         with self._lock:
-            if self._held() >= self.size and not self._make_room(block_timeout):
+            if not self._fits(size) and not self._make_room(size, block_timeout):
                 if self.overflow == "drop":
                     dropped = prepared
                 else:
-                    raise BufferFull(self._full_message(block_timeout))
+                    raise BufferFull(self._full_message(size, block_timeout))
             else:
-                self._items.append(Pending(prepared, time.monotonic() + self.deadline_s))
+                self._items.append(Pending(prepared, time.monotonic() + self.deadline_s, size))
+                self._bytes += size
                 dropped = None
         if dropped is not None:
             self.drop([dropped], "buffer full")
@@ -178,25 +227,43 @@ class Outbox:
         self.wake()
         return True
 
-    def _full_message(self, block_timeout: float | None) -> str:
-        head = f"the publish buffer is full ({self.size} events)"
+    def _full_message(self, size: int, block_timeout: float | None) -> str:
+        held = self._held()
+        if self.size is not None and held >= self.size:
+            head = f"the publish buffer is full ({self.size:,} events, buffer_size)"
+            setting = "buffer_size"
+        else:
+            head = (
+                f"the publish buffer is full ({self._bytes:,} bytes held in {held:,} events; "
+                f"this event needs {size:,} more of buffer_bytes={self.max_bytes:,})"
+            )
+            setting = "buffer_bytes"
         if self.overflow == "block" and not self.may_block():
             return (
                 f"{head}, and blocking would stall the event loop: await bus.publish() "
-                "for backpressure, or raise buffer_size"
+                f"for backpressure, or raise {setting}"
             )
         if self.overflow == "block":
-            return f"{head} and stayed full for {block_timeout}s; raise buffer_size"
-        return f"{head}; raise buffer_size, or await publish() for backpressure"
+            return f"{head} and stayed full for {block_timeout}s; raise {setting}"
+        return f"{head}; raise {setting}, or await publish() for backpressure"
 
-    def _make_room(self, block_timeout: float | None) -> bool:
+    def _fits(self, size: int) -> bool:
+        """Under the lock: room for an event of `size` bytes (buffered plus being sent
+        count: the flusher's batch is still in memory)."""
+        held = self._held()
+        if held == 0:
+            return True
+        if self.size is not None and held >= self.size:
+            return False
+        return self._bytes + size <= self.max_bytes
+
+    def _make_room(self, size: int, block_timeout: float | None) -> bool:
         """Under the lock: wait for room if the policy and the calling thread allow it."""
         if self.overflow != "block" or not self.may_block():
             return False
-        return self._changed.wait_for(lambda: self._held() < self.size, block_timeout)
+        return self._changed.wait_for(lambda: self._fits(size), block_timeout)
 
     def _held(self) -> int:
-        """Buffered plus being sent: the flusher's batch still counts against the size."""
         return len(self._items) + self._in_flight
 
     def take(self, limit: int) -> list[Pending]:
@@ -208,10 +275,13 @@ class Outbox:
             self._changed.notify_all()
         return batch
 
-    def settle(self, done: int, retry: list[Pending]) -> None:
-        """The flusher is done with a batch: `retry` goes back to the front, in order."""
+    def settle(self, batch: list[Pending], retry: list[Pending]) -> None:
+        """The flusher is done with `batch` (from `take`): `retry`, a part of it, goes back
+        to the front, in order; the rest is written and frees its room."""
+        freed = sum(p.size for p in batch) - sum(p.size for p in retry)
         with self._lock:
-            self._in_flight -= done + len(retry)
+            self._in_flight -= len(batch)
+            self._bytes -= freed
             self._items.extendleft(reversed(retry))
             self._changed.notify_all()
 
@@ -220,7 +290,9 @@ class Outbox:
         expired = []
         with self._lock:
             while self._items and self._items[0].deadline <= now:
-                expired.append(self._items.popleft().prepared)
+                pending = self._items.popleft()
+                self._bytes -= pending.size
+                expired.append(pending.prepared)
             if expired:
                 self._changed.notify_all()
         if expired:
@@ -233,8 +305,17 @@ class Outbox:
             for prepared in items:
                 self.stats.dropped_by_stream[prepared.stream] += 1
                 self.stats.by_outcome[prepared.stream, prepared.type_name, "dropped"] += 1
+        if len(items) == 1:
+            log.error("publish_nowait dropped %s: %s", items[0].describe(), reason)
+        elif items:  # one line for a batch: an outage must not flood the log
+            log.error(
+                "publish_nowait dropped %d events (%s): %s; the first: %s",
+                len(items),
+                _tally(items),
+                reason,
+                items[0].describe(),
+            )
         for prepared in items:
-            log.error("publish_nowait dropped %s: %s", prepared.describe(), reason)
             if self.on_drop is not None:
                 try:
                     self.on_drop(prepared.event, reason)
@@ -245,6 +326,7 @@ class Outbox:
         """Give up on everything still buffered (a publisher closing without a flush)."""
         with self._lock:
             left = [p.prepared for p in self._items]
+            self._bytes -= sum(p.size for p in self._items)
             self._items.clear()
             self._changed.notify_all()
         if left:
