@@ -158,6 +158,12 @@ class EventbusCollector(Collector):
         )
         buffered.add_metric([], self.bus.buffered)
         yield buffered
+        buffered_bytes = GaugeMetricFamily(
+            "eventbus_publish_buffer_bytes",
+            "Encoded bytes publish_nowait holds, not yet written (bounded by buffer_bytes).",
+        )
+        buffered_bytes.add_metric([], self.bus.buffered_bytes)
+        yield buffered_bytes
         dropped = CounterMetricFamily(
             "eventbus_publish_dropped",
             "publish_nowait events given up (buffer full, or deadline passed).",
@@ -186,6 +192,11 @@ class EventbusCollector(Collector):
             "Entries claimed by XAUTOCLAIM: retries and crash recovery.",
             labels=["stream", "group"],
         )
+        trimmed = CounterMetricFamily(
+            "eventbus_dlq_trimmed",
+            "Dead letters the dead-letter stream's cap (dlq_maxlen) cut to make room.",
+            labels=["stream", "group"],
+        )
         durations, ages = [], []
         for c in worker.consumers:
             s = c.stats
@@ -195,11 +206,13 @@ class EventbusCollector(Collector):
                 handled.add_metric([c.stream, c.group, c.spec.name, outcome], count)
             in_flight.add_metric([c.stream, c.group], c.in_flight)
             reclaimed.add_metric([c.stream, c.group], s.reclaimed)
+            trimmed.add_metric([c.stream, c.group], s.dlq_trimmed)
             durations.append(([c.stream, c.group, c.spec.name], s.duration))
             ages.append(([c.stream, c.group], s.age))
         yield handled
         yield in_flight
         yield reclaimed
+        yield trimmed
         yield _histogram(
             "eventbus_handler_duration_seconds",
             "Handler run time.",

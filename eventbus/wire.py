@@ -27,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from eventbus.errors import describe_error
+
 Arg = bytes | str | int | float
 
 
@@ -76,7 +78,7 @@ async def exchange(conn: AbstractConnection, payload: bytes, replies: int) -> li
         raise IncompleteExchange(f"no reply from Redis within {conn.socket_timeout}s", out) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await conn.disconnect(nowait=True)
-        raise IncompleteExchange(f"connection to Redis lost: {exc}", out) from exc
+        raise IncompleteExchange(f"connection to Redis lost: {describe_error(exc)}", out) from exc
     except BaseException:
         # nowait: a stalled socket must not hold up a cancellation or a timeout
         await conn.disconnect(nowait=True)
@@ -96,7 +98,7 @@ def exchange_sync(conn: SyncConnection, payload: bytes, replies: int) -> list[An
                 out.append(exc)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         conn.disconnect()  # type: ignore[no-untyped-call]
-        raise IncompleteExchange(f"connection to Redis lost: {exc}", out) from exc
+        raise IncompleteExchange(f"connection to Redis lost: {describe_error(exc)}", out) from exc
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 
 from eventbus.envelope import now_rfc3339
+from eventbus.errors import describe_error
 from eventbus.wire import Arg
 
 TRACEBACK_TAIL = 2000
@@ -36,13 +37,9 @@ def clip_repr(value: object, limit: int = MAX_NAME_CHARS) -> str:
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:
     """A one-line description of a failure, bounded; never raises (an exception's
     __str__ may)."""
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    if isinstance(exc, TimeoutError) and timeout_s is not None and not text:
+    if isinstance(exc, TimeoutError) and timeout_s is not None and not str(exc):
         return f"handler exceeded its timeout of {timeout_s:g}s"
-    return clip(text) if text else type(exc).__name__
+    return clip(describe_error(exc))
 
 
 def traceback_tail(exc: BaseException) -> str:
