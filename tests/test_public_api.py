@@ -11,9 +11,9 @@ def test_all_is_the_curated_surface() -> None:
         [
             "Backoff", "BufferFull", "ConfigurationError", "ConnectionFailed", "Context",
             "DecodeError", "EmbeddedServerError", "Event", "EventBus", "EventBusError",
-            "EventTooLarge", "EventTypeError", "PublishError", "PublishManyError",
-            "PublishResult", "PublishSettings", "PublishStats", "Router", "Stream",
-            "SyncPublisher", "Worker", "WorkerSettings", "__version__", "default_router",
+            "EventTooLarge", "EventTypeError", "PermissionDenied", "PublishError",
+            "PublishManyError", "PublishResult", "PublishSettings", "PublishStats", "Router",
+            "Stream", "SyncPublisher", "Worker", "WorkerSettings", "__version__", "default_router",
             "subscribe",
         ]
     )  # fmt: skip
@@ -23,10 +23,11 @@ def test_all_is_the_curated_surface() -> None:
 
 def test_errors_share_one_root() -> None:
     for name in ("BufferFull", "ConfigurationError", "ConnectionFailed", "DecodeError",
-                 "EmbeddedServerError", "EventTooLarge", "EventTypeError", "PublishError",
-                 "PublishManyError"):  # fmt: skip
+                 "EmbeddedServerError", "EventTooLarge", "EventTypeError", "PermissionDenied",
+                 "PublishError", "PublishManyError"):  # fmt: skip
         assert issubclass(getattr(eventbus, name), eventbus.EventBusError), name
     assert issubclass(eventbus.ConfigurationError, ValueError)
+    assert issubclass(eventbus.PermissionDenied, eventbus.ConfigurationError)
 
 
 def test_testing_helpers_are_exported() -> None:

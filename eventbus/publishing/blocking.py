@@ -5,8 +5,10 @@ flusher thread of ``SyncPublisher.publish_nowait``, and a drain on the calling t
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -50,6 +52,7 @@ def drive_sync(
 def client_io(client: redis.Redis) -> SyncIO:
     """Blocking exchanges on connections of `client`'s (thread-safe) pool."""
     pool = client.connection_pool
+    _fork_safe(pool)
 
     def request(payload: bytes, replies: int) -> list[Any]:
         conn = pool.get_connection()
@@ -59,6 +62,28 @@ def client_io(client: redis.Redis) -> SyncIO:
             pool.release(conn)
 
     return request
+
+
+def _fork_safe(pool: redis.ConnectionPool) -> None:
+    """Hold the pool's lock across a fork, so that no other thread (our flusher, taking
+    a connection) holds it at that instant: a child would inherit it locked, and
+    redis-py's reset() in the child (run even by the client's __del__ at exit) takes it
+    before replacing it, so the child hung forever at exit. Held weakly: a collected
+    pool's hooks do nothing. (Our own transport, planned, will not need this.)"""
+    ref = weakref.ref(pool)
+    lock: Any = getattr(pool, "_lock", None)
+    if lock is None:  # a redis-py without it: nothing to guard
+        return
+
+    def before() -> None:
+        if ref() is not None:
+            lock.acquire()
+
+    def after() -> None:
+        if ref() is not None and lock.locked():
+            lock.release()
+
+    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)
 
 
 def send_pending(batch: list[Pending], io: SyncIO, stats: PublishStats) -> list[Pending]:

@@ -250,7 +250,8 @@ class GroupConsumer:
         self._leases.stop()
         for task in self._loops:
             task.cancel()
-        await asyncio.wait(self._loops, timeout=5)
+        if self._loops:  # none when the worker was stopped before it started them
+            await asyncio.wait(self._loops, timeout=5)
         await self._delete_self()
         await self._reader.aclose()
         if self._claims is not None:
