@@ -18,7 +18,7 @@ from eventbus import (
     Stream,
     WorkerSettings,
 )
-from eventbus.errors import ConfigurationError, ConnectionFailed
+from eventbus.errors import ConfigurationError, ConnectionFailed, EventTooLarge
 from eventbus.scripts import SCRIPTS
 from eventbus.testing import RedisServer, running_worker, wait_for
 from eventbus.worker.deadletter import MAX_COPIED_PAIRS
@@ -172,9 +172,11 @@ async def test_oversized_entries_are_dead_lettered_unread(
     assert max(len(r.getMessage()) for r in caplog.records) < 3000
 
 
-async def test_a_stream_declares_its_consumers_limit(
+async def test_a_stream_declares_its_limit_for_publishers_and_consumers(
     eventbus_redis_url: str, eventbus_prefix: str
 ) -> None:
+    """`Stream(max_event_bytes=)` applies to both sides; what a publisher with the same
+    limit accepts (payload, key and headers all counted) is consumed, never too_large."""
     handled: list[int] = []
     router = Router()
 
@@ -182,17 +184,22 @@ async def test_a_stream_declares_its_consumers_limit(
     async def handle(event: Job) -> None:
         handled.append(event.n)
 
-    limited = [Stream("jobs", max_event_bytes=100)]
+    limited = [Stream("jobs", max_event_bytes=2 * 1024 * 1024)]
     async with (
         EventBus.from_url(
             eventbus_redis_url, service="test", prefix=eventbus_prefix, streams=limited
         ) as bus,
         running_worker(bus, router, settings=FAST),
     ):
-        await bus.publish(Job(n=1))
-        await bus.redis.xadd(bus.keys.stream("jobs"), {"type": "Job", "data": " " * 200 + "{}"})
+        headers = {f"h{i}": "x" * 1000 for i in range(1500)}  # 1.5 MB of headers
+        await bus.publish(Job(n=1), headers=headers)  # over the bus's 1 MiB: the stream's
+        with pytest.raises(EventTooLarge):
+            await bus.publish(Job(n=2), headers={**headers, "big": "x" * 600_000})
+        await bus.redis.xadd(bus.keys.stream("jobs"), {"type": "Job", "data": "x" * 2_200_000})
         await wait_for(lambda: len_is(dlq_entries(bus, "jobs"), 1))
         await wait_for(lambda: handled == [1])
+    [letter] = await dlq_entries(bus, "jobs")
+    assert letter["dlq_reason"] == "too_large"
 
 
 def test_limits_are_checked_when_declared() -> None:

@@ -135,14 +135,15 @@ class PublishCore:
             size += len(key)
         if headers:
             size += sum(len(k) + len(v) for k, v in headers.items())
-        if size > self.max_event_bytes:
+        settings = self.streams.get(stream_name)
+        limit = settings.max_event_bytes or self.max_event_bytes
+        if size > limit:
             raise EventTooLarge(
                 f"{type(event).__name__} with its key and headers encodes to {size:,} bytes, "
-                "over the limit of "
-                f"{self.max_event_bytes:,} bytes (max_event_bytes); store large payloads elsewhere "
-                "and publish a reference"
+                f"over the limit of {limit:,} bytes (max_event_bytes of the bus, or of "
+                f"Stream({stream_name!r})); store large payloads elsewhere and publish a "
+                "reference"
             )
-        settings = self.streams.get(stream_name)
         window_s = settings.dedup_window_s if dedup_window is None else dedup_window
         if window_s < 0:
             raise ConfigurationError(f"dedup_window must not be negative, got {dedup_window!r}")

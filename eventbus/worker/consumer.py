@@ -72,8 +72,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventbus.worker")
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-# bytes an entry may hold besides its payload (names, the envelope, headers)
-MAX_ENVELOPE_BYTES = 64 * 1024
+# bytes an entry may hold beyond max_event_bytes: field names, id, type, source, time,
+# trace context (a publisher's limit counts only the payload, key and headers)
+ENVELOPE_ALLOWANCE = 64 * 1024
 
 
 class Delivery:
@@ -583,9 +584,12 @@ class GroupConsumer:
                 self.stats.duration.observe(time.perf_counter() - started)
 
     async def _too_large(self, delivery: Delivery) -> bool:
-        """Dead-letter an entry too large to decode, unread; True when it was."""
+        """Dead-letter an entry too large to decode, unread; True when it was. The limit
+        is the publishers' measure (payload, key and headers: `max_event_bytes`) plus an
+        allowance for the rest of the envelope, so whatever a publisher with the same
+        limit accepted is consumed."""
         data, other = entry_size(delivery.fields)
-        if data <= self._max_event_bytes and other <= MAX_ENVELOPE_BYTES:
+        if data + other <= self._max_event_bytes + ENVELOPE_ALLOWANCE:
             return False
         self.stats.too_large += 1
         await self._dead_letter(
@@ -594,10 +598,10 @@ class GroupConsumer:
             error_type="EntryTooLarge",
             error=(
                 f"entry of {data + other:,} bytes (payload {data:,}) exceeds this worker's "
-                f"limit of {self._max_event_bytes:,} payload bytes and "
-                f"{MAX_ENVELOPE_BYTES:,} bytes of other fields; it was not decoded. "
-                "Raise max_event_bytes (subscribe(...) or Stream(...)) and redrive it, or "
-                "keep large payloads outside the event"
+                f"limit of {self._max_event_bytes:,} bytes (max_event_bytes) plus "
+                f"{ENVELOPE_ALLOWANCE:,} for the envelope; it was not decoded. Raise "
+                "max_event_bytes (subscribe(...) or Stream(...)) and redrive it, or keep "
+                "large payloads outside the event"
             ),
         )
         return True
