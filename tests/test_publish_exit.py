@@ -220,3 +220,39 @@ def test_a_forked_child_does_not_write_its_copy_of_the_buffer(
     server = redis_server_factory()
     _, stderr = run_script(FORKED, server.url, "forked", deadline=5.0)
     assert stream_length(server.url, "forked") == 500, stderr
+
+
+ASYNC_CUT_MID_SEND = """
+    import asyncio
+    from eventbus import EventBus, PublishSettings
+    from tests.apps.events import Job
+
+    async def main() -> None:
+        bus = EventBus.from_url(
+            URL, service="exit", prefix=PREFIX, publishing=PublishSettings(deadline=DEADLINE)
+        )
+        for i in range(20_000):
+            bus.publish_nowait(Job(n=i))
+        await bus.publish(Job(n=-1))  # the flusher is writing batches by now
+        await asyncio.sleep(0.05)
+        # no aclose(): asyncio.run cancels the flusher in the middle of a batch
+
+    asyncio.run(main())
+"""
+
+
+def test_a_batch_cut_off_mid_send_at_exit_is_not_written_twice(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """The batch in flight when asyncio.run cancelled the flusher was sent again whole,
+    though most of it had reached Redis: hundreds of events twice. What it wrote is now
+    looked up in the stream first."""
+    server = redis_server_factory()
+    _, stderr = run_script(ASYNC_CUT_MID_SEND, server.url, "cut", deadline=10.0)
+    client = redis.Redis.from_url(server.url)
+    try:
+        ids = [fields[b"id"] for _, fields in client.xrange("cut:{jobs}")]
+    finally:
+        client.close()
+    assert len(ids) == 20_001, stderr
+    assert len(set(ids)) == len(ids), f"{len(ids) - len(set(ids))} events written twice"

@@ -15,19 +15,25 @@ from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.publishing import exiting
-from eventbus.publishing.core import Outcome, Prepared, Request, send_batch
+from eventbus.publishing.core import Outcome, Prepared, PublishResult, Request, send_batch
 from eventbus.publishing.outbox import (
     Outbox,
     Pending,
     PublishStats,
     account,
+    record,
     to_retry,
 )
+from eventbus.wire import pack
 
 log = logging.getLogger("eventbus.publish")
 
 IO = Callable[[bytes, int], Awaitable[list[Any]]]
 BATCH = 500
+# Looking up what an interrupted batch wrote: pages of 1,000 entries read back at most,
+# and how far before the batch began (clock skew between this host and Redis's).
+SCAN_PAGES = 20
+SKEW_MS = 5_000
 
 
 async def drive(protocol: Generator[Request, list[Any], list[Outcome]], io: IO) -> list[Outcome]:
@@ -76,6 +82,7 @@ class AsyncFlusher:
         self._stats = stats
         self._what = what  # the publisher, for messages
         self._batch: list[Pending] | None = None  # being sent
+        self._batch_started_ms = 0
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -158,9 +165,10 @@ class AsyncFlusher:
 
     async def _write(self, batch: list[Pending]) -> bool:
         """Send `batch` and settle it with the outbox; False if some must be retried.
-        Cancelled mid-send, the batch stays in `_batch`, to be sent again (its outcome
-        is unknown, as with a lost reply)."""
+        Cancelled mid-send, the batch stays in `_batch` (its outcome unknown, as with a
+        lost reply): `_drain_unclosed` finds out what of it was written."""
         self._batch = batch
+        self._batch_started_ms = int(time.time() * 1000)
         retry = await self._send(batch)
         self._batch = None
         self.outbox.settle(batch, retry)
@@ -168,8 +176,12 @@ class AsyncFlusher:
 
     async def _drain_unclosed(self) -> None:
         if self._batch is not None:
-            self.outbox.settle(self._batch, self._batch)
-            self._batch = None
+            batch, self._batch = self._batch, None
+            written = await self._written(batch, self._batch_started_ms)
+            retry = [p for p in batch if p.prepared.event_id not in written]
+            done = [p.prepared for p in batch if p.prepared.event_id in written]
+            record(done, [PublishResult("") for _ in done], self._stats)
+            self.outbox.settle(batch, retry)
         held = self.outbox.held
         if not held:
             return
@@ -180,6 +192,39 @@ class AsyncFlusher:
                 self._stats.retried += 1
                 await asyncio.sleep(backoff.next_delay())
         exiting.report_lost(self._what, held, self._stats.dropped - dropped_before, 0)
+
+    async def _written(self, batch: list[Pending], started_ms: int) -> set[str]:
+        """The event ids of `batch` that reached their streams: a batch cut off mid-send
+        (the loop ending) is looked up instead of sent again, which wrote hundreds of
+        events twice. Reads each stream back from its end to a little before the batch
+        began (a few pages); what cannot be read is taken as not written (sent again)."""
+        wanted: dict[str, set[str]] = {}
+        for p in batch:
+            wanted.setdefault(p.prepared.stream_key, set()).add(p.prepared.event_id)
+        found: set[str] = set()
+        for key, ids in wanted.items():
+            with contextlib.suppress(RedisError, OSError, ValueError):
+                found |= await self._scan_back(key, ids, started_ms - SKEW_MS)
+        return found
+
+    async def _scan_back(self, key: str, ids: set[str], since_ms: int) -> set[str]:
+        found: set[str] = set()
+        end = "+"
+        for _ in range(SCAN_PAGES):
+            [reply] = await self._io(pack(["XREVRANGE", key, end, "-", "COUNT", 1000]), 1)
+            if isinstance(reply, Exception) or not reply:
+                break
+            for _, fields in reply:
+                pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+                event_id = pairs.get(b"id", b"").decode(errors="replace")
+                if event_id in ids:
+                    found.add(event_id)
+            last = reply[-1][0].decode()
+            if len(found) == len(ids) or int(last.partition("-")[0]) < since_ms:
+                break
+            ms, _, seq = last.partition("-")
+            end = f"{ms}-{int(seq) - 1}" if int(seq) > 0 else f"{int(ms) - 1}"
+        return found
 
     async def _send(self, batch: list[Pending]) -> list[Pending]:
         """Send one batch; returns what must be tried again."""

@@ -75,12 +75,16 @@ def _fork_safe(pool: redis.ConnectionPool) -> None:
     if lock is None:  # a redis-py without it: nothing to guard
         return
 
+    held = [False]
+
     def before() -> None:
         if ref() is not None:
-            lock.acquire()
+            lock.acquire()  # an RLock: the forking thread owns it in parent and child
+            held[0] = True
 
     def after() -> None:
-        if ref() is not None and lock.locked():
+        if held[0]:
+            held[0] = False
             lock.release()
 
     os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)

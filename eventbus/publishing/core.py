@@ -66,6 +66,7 @@ class Prepared:
     event_id: str
     command: InitVar[list[Arg]]
     deduped: bool
+    stream_key: str = ""
     packed: bytes = field(init=False, repr=False)
 
     def __post_init__(self, command: list[Arg]) -> None:
@@ -182,6 +183,7 @@ class PublishCore:
             event_id=event_id,
             command=command,
             deduped=deduped,
+            stream_key=stream_key,
         )
 
     def prepare_traced(
