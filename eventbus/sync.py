@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
@@ -88,6 +89,8 @@ class SyncPublisher:
         self._outbox.wake = self._flusher.wake
         self._closed = False
         self._exit_hook = exiting.register(self)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(ref))
 
     @classmethod
     def from_url(
@@ -254,3 +257,17 @@ class SyncPublisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _after_fork_in_child(ref: weakref.ref[SyncPublisher]) -> None:
+    """A forked child starts with an empty buffer of its own (the parent writes its
+    copy), a flusher of its own, and its own exit flush."""
+    publisher = ref()
+    if publisher is None or publisher._closed:
+        return
+    publisher._outbox.forget_after_fork()
+    publisher._flusher = ThreadFlusher(
+        publisher._outbox, publisher._request, publisher.publish_stats
+    )
+    publisher._outbox.wake = publisher._flusher.wake
+    publisher._exit_hook = exiting.register(publisher)

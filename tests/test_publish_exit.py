@@ -256,3 +256,34 @@ def test_a_batch_cut_off_mid_send_at_exit_is_not_written_twice(
         client.close()
     assert len(ids) == 20_001, stderr
     assert len(set(ids)) == len(ids), f"{len(ids) - len(set(ids))} events written twice"
+
+
+FORKED_CHILD_PUBLISHES = """
+    import os
+    from eventbus import PublishSettings, SyncPublisher
+    from tests.apps.events import Job
+
+    publisher = SyncPublisher.from_url(
+        URL, service="exit", prefix=PREFIX, publishing=PublishSettings(deadline=DEADLINE)
+    )
+    for i in range(20_000):
+        publisher.publish_nowait(Job(n=i))
+    if os.fork() == 0:
+        publisher.publish_nowait(Job(n=-1))  # the child's own event
+        publisher.close()
+        os._exit(0)
+    _, status = os.wait()
+    assert status == 0, status
+    publisher.close()
+"""
+
+
+def test_a_forked_child_publishes_its_own_events_only(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A child that used its copy of the publisher wrote the parent's buffer again
+    (30,500 entries for 20,001 events) and hung in close() on events in flight that no
+    thread of its own could settle."""
+    server = redis_server_factory()
+    _, stderr = run_script(FORKED_CHILD_PUBLISHES, server.url, "forked2", deadline=10.0)
+    assert stream_length(server.url, "forked2") == 20_001, stderr

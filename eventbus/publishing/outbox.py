@@ -178,6 +178,18 @@ class Outbox:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
+    def forget_after_fork(self) -> int:
+        """In a forked child: drop the copy of the parent's buffer (the parent writes
+        it; the child's copy would be written twice, and the events in flight would
+        never settle here: no thread came along to settle them). Returns how many."""
+        held = len(self._items) + self._in_flight
+        self._items = deque()
+        self._in_flight = 0
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        return held
+
     def __len__(self) -> int:
         return len(self._items)
 
