@@ -831,16 +831,25 @@ async def redrive(
                 "worker for that group first, or leave it out with --group/--id)"
             )
     originals = await _originals_of_incomplete(bus, stream, letters)
-    out = []
+    plans: list[tuple[DeadLetter, list[Any]]] = []
     for dead in letters:
-        if dry_run:
-            out.append(Redriven(dead.id, dead.group, None))
-            continue
         if dead.id in originals:
             fields = list(originals[dead.id])
         else:
             fields = [x for k, v in dead.original_fields for x in (_raw_name(k), v)]
         fields += ["target", dead.group]
+        if len(fields) > MAX_REDRIVE_VALUES:
+            raise EventBusError(
+                f"dead letter {dead.id}: its entry has {len(fields) // 2:,} fields, more than "
+                f"a redrive can write ({MAX_REDRIVE_VALUES // 2:,}); nothing was redriven "
+                "(leave it out with --id, or copy it back by hand)"
+            )
+        plans.append((dead, fields))
+    out = []
+    for dead, fields in plans:
+        if dry_run:
+            out.append(Redriven(dead.id, dead.group, None))
+            continue
         new_id = await bus.wire.script(
             SCRIPTS.redrive, [bus.keys.stream(stream), bus.keys.dlq(stream)], [dead.id, *fields]
         )
@@ -848,6 +857,10 @@ async def redrive(
             Redriven(dead.id, dead.group, _text(new_id) if new_id else None, gone=not new_id)
         )
     return out
+
+
+# Field names and values one redrive script can write (Lua's unpack() takes ~8,000).
+MAX_REDRIVE_VALUES = 7000
 
 
 async def _originals_of_incomplete(

@@ -394,3 +394,37 @@ async def test_a_commit_whose_reply_is_lost_applies_once(
     effects = await direct.redis.hgetall(f"{direct.keys.stream('jobs')}:app:effects")
     assert effects == {b"1": b"1", b"2": b"1"}
     assert runs == [1, 2]
+
+
+async def test_redriving_letters_the_worker_did_not_copy_whole(bus: EventBus) -> None:
+    """A letter without its payload (too large) is redriven from the original entry,
+    whole; one of an entry with thousands of fields is refused with nothing changed
+    (its redrive used to delete the letter and then fail to write it back)."""
+    from eventbus import inspection
+
+    handled: list[int] = []
+    router = Router()
+
+    @router.subscribe(name="redrive", max_attempts=1, backoff=0.05)
+    async def handle(event: Job, ctx: Context) -> None:
+        handled.append(event.n)
+        if len(ctx.envelope.headers) > 100:
+            raise RuntimeError("too many headers")
+
+    key = bus.keys.stream("jobs")
+    big = '{"n": 1, "pad": "' + "x" * (2 * 1024 * 1024) + '"}'
+    many = {f"h:x{i}": "v" for i in range(5000)}
+    async with running_worker(bus, router, settings=FAST):
+        await bus.redis.xadd(key, {"type": "Job", "data": big})
+        await bus.redis.xadd(key, {"type": "Job", "data": '{"n": 2}', **many})
+        await wait_for(lambda: len_is(dlq_entries(bus, "jobs"), 2), timeout=15)
+    letters = {d.reason: d for d in await inspection.dead_letters(bus, "jobs")}
+    assert letters["too_large"].omitted and letters["failed"].omitted
+    with pytest.raises(Exception, match="5,003 fields, more than a redrive can write"):
+        await inspection.redrive(bus, "jobs", [letters["failed"], letters["too_large"]])
+    assert await bus.redis.xlen(bus.keys.dlq("jobs")) == 2  # nothing changed
+    [moved] = await inspection.redrive(bus, "jobs", [letters["too_large"]])
+    assert moved.new_id is not None
+    [(_, fields)] = await bus.redis.xrange(key, moved.new_id, moved.new_id)
+    assert fields[b"data"] == big.encode()  # the whole payload, from the original
+    assert fields[b"target"] == b"test.redrive"
