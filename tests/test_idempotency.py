@@ -299,3 +299,22 @@ async def test_timed_out_sync_handler_keeps_its_claim(bus: EventBus) -> None:
         await wait_for(lambda: no_pending(bus, "jobs", "test.sync-overrun"))
     (_, first_end), (second_start, _) = sorted(intervals)
     assert second_start >= first_end  # never at the same time
+
+
+async def test_a_transaction_with_a_wrong_arity_applies_nothing(bus: EventBus) -> None:
+    """redis.acl_check_cmd checks names and permissions, not arity: INCR ran and SET k
+    (no value) failed, leaving half a transaction applied and the entry acknowledged."""
+    router = Router()
+
+    @router.subscribe(name="arity", idempotent=True, max_attempts=1)
+    async def handle(event: Job, ctx: Context) -> None:
+        tx = ctx.transaction()
+        tx.incr(ctx.slot_key("n"))
+        tx.call("SET", ctx.slot_key("k"))
+
+    async with running_worker(bus, router, settings=FAST):
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: dlq_entries(bus, "jobs"), timeout=10)
+    [dead] = await dlq_entries(bus, "jobs")
+    assert "wrong number of arguments" in dead["dlq_error"]
+    assert await bus.redis.get(f"{bus.keys.stream('jobs')}:app:n") is None

@@ -13,10 +13,10 @@
 -- ARGV[4]  done TTL in ms
 -- ARGV[5]  number of queued commands
 -- ARGV[6..] for each command: its argument count, then its arguments
--- Before anything is written, every command is checked with redis.acl_check_cmd (Redis
--- >= 7.0; on 6.2 COMMAND INFO checks the name and arity): an unknown command, a wrong
--- number of arguments or a missing permission fails the whole commit with nothing
--- applied, as MULTI/EXEC's queueing would.
+-- Before anything is written, every command is checked: its name and arity (COMMAND
+-- INFO), that scripts may run it, and (Redis >= 7.0, redis.acl_check_cmd) the user's
+-- permission: an unknown command, a wrong number of arguments or a missing permission
+-- fails the whole commit with nothing applied, as MULTI/EXEC's queueing would.
 -- Returns {'applied', <error of each command that failed while running>...} (Redis does
 -- not roll back a command that fails at run time, inside EXEC or a script alike);
 -- {'done'}: the key was already handled (the entry is acknowledged, nothing applied);
@@ -42,8 +42,27 @@ local function rejected(c, reason)
   return redis.error_reply('ERR transaction command ' .. c .. ' (' .. commands[c][1]
     .. ') rejected, nothing applied: ' .. reason)
 end
+local function flagged(info, flag)
+  for _, f in ipairs(info[3]) do
+    if f == flag or (type(f) == 'table' and f.ok == flag) then
+      return true
+    end
+  end
+  return false
+end
 for c = 1, #commands do
-  if redis.acl_check_cmd then
+  local info = redis.call('COMMAND', 'INFO', commands[c][1])[1]
+  if not info then
+    return rejected(c, 'unknown command')
+  end
+  local arity, argc = info[2], #commands[c]
+  if (arity > 0 and argc ~= arity) or (arity < 0 and argc < -arity) then
+    return rejected(c, 'wrong number of arguments')
+  end
+  if flagged(info, 'noscript') then
+    return rejected(c, 'not allowed in a transaction')
+  end
+  if redis.acl_check_cmd then -- Redis >= 7.0: the user's permissions too
     local ok, allowed = pcall(redis.acl_check_cmd, unpack(commands[c]))
     if not ok then
       return rejected(c, type(allowed) == 'table' and allowed.err or tostring(allowed))
@@ -51,15 +70,6 @@ for c = 1, #commands do
     if not allowed then
       return redis.error_reply('NOPERM transaction command ' .. c .. ': this user has no '
         .. 'permission to run ' .. commands[c][1] .. ' on its keys; nothing applied')
-    end
-  else -- Redis 6.2: no ACL check from scripts; at least the command and its arity
-    local info = redis.call('COMMAND', 'INFO', commands[c][1])[1]
-    if not info then
-      return rejected(c, 'unknown command')
-    end
-    local arity, argc = info[2], #commands[c]
-    if (arity > 0 and argc ~= arity) or (arity < 0 and argc < -arity) then
-      return rejected(c, 'wrong number of arguments')
     end
   end
 end
