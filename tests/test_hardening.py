@@ -22,7 +22,7 @@ from eventbus.errors import ConfigurationError, ConnectionFailed, EventTooLarge
 from eventbus.scripts import SCRIPTS
 from eventbus.testing import RedisServer, running_worker, wait_for
 from eventbus.worker.deadletter import MAX_COPIED_PAIRS
-from tests.apps.events import Job
+from tests.apps.events import Job, Other
 from tests.helpers import FaultProxy, dlq_entries, no_pending, pending_count
 
 FAST = WorkerSettings(grace=5, reclaim_interval=0.1)
@@ -198,7 +198,7 @@ async def test_a_stream_declares_its_limit_for_publishers_and_consumers(
         await bus.redis.xadd(bus.keys.stream("jobs"), {"type": "Job", "data": "x" * 2_200_000})
         await wait_for(lambda: len_is(dlq_entries(bus, "jobs"), 1))
         await wait_for(lambda: handled == [1])
-    [letter] = await dlq_entries(bus, "jobs")
+        [letter] = await dlq_entries(bus, "jobs")
     assert letter["dlq_reason"] == "too_large"
 
 
@@ -428,3 +428,47 @@ async def test_redriving_letters_the_worker_did_not_copy_whole(bus: EventBus) ->
     [(_, fields)] = await bus.redis.xrange(key, moved.new_id, moved.new_id)
     assert fields[b"data"] == big.encode()  # the whole payload, from the original
     assert fields[b"target"] == b"test.redrive"
+
+
+async def test_a_group_that_would_skip_a_large_entry_skips_it(bus: EventBus) -> None:
+    """The size check ran before the type and target checks: a group that takes no Job
+    dead-lettered a large Job another group (with a higher limit) handles, and every
+    other group dead-lettered a redrive targeted at that one."""
+    handled: list[int] = []
+    router = Router()
+
+    @router.subscribe(name="big", max_event_bytes=8 * 1024 * 1024)
+    async def big(event: Job) -> None:
+        handled.append(event.n)
+
+    @router.subscribe(name="small")
+    async def small(event: Other) -> None: ...
+
+    key = bus.keys.stream("jobs")
+    payload = '{"n": 1, "pad": "' + "x" * (2 * 1024 * 1024) + '"}'
+    async with running_worker(bus, router, settings=FAST) as worker:
+        await bus.redis.xadd(key, {"type": "Job", "data": payload})
+        await bus.redis.xadd(key, {"type": "Other", "data": "{}", "target": "test.big"})
+        await wait_for(lambda: handled == [1])
+        await wait_for(lambda: no_pending(bus, "jobs", "test.small"))
+        skipped = next(c for c in worker.consumers if c.group == "test.small").stats.skipped
+    assert await dlq_entries(bus, "jobs") == []
+    assert skipped == 2
+
+
+async def test_a_dead_letter_copies_a_bounded_total(bus: EventBus) -> None:
+    """Each field under the limit, twenty of them over it: the letter copied them all
+    (18 MB per group). The copy is bounded in total too."""
+    router = Router()
+
+    @router.subscribe(name="bounded")
+    async def handle(event: Job) -> None: ...
+
+    fields = {f"h:x{i}": "x" * 900_000 for i in range(20)}
+    async with running_worker(bus, router, settings=FAST):
+        await bus.redis.xadd(bus.keys.stream("jobs"), {"type": "Job", "data": "{}", **fields})
+        await wait_for(lambda: len_is(dlq_entries(bus, "jobs"), 1))
+        [letter] = await dlq_entries(bus, "jobs")
+    assert letter["dlq_reason"] == "too_large"
+    assert sum(len(k) + len(v) for k, v in letter.items()) < 2 * 1024 * 1024
+    assert "900,000 bytes" in letter["dlq_omitted"]

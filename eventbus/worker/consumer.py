@@ -591,6 +591,11 @@ class GroupConsumer:
         data, other = entry_size(delivery.fields)
         if data + other <= self._max_event_bytes + ENVELOPE_ALLOWANCE:
             return False
+        if self._skips_unread(delivery.fields):
+            # not this group's to handle (another group's redelivery, a type it does not
+            # take): skipped as it would be decoded, not dead-lettered for its size
+            self._succeeded(delivery, skipped=True)
+            return True
         self.stats.too_large += 1
         await self._dead_letter(
             delivery,
@@ -605,6 +610,23 @@ class GroupConsumer:
             ),
         )
         return True
+
+    def _skips_unread(self, fields: list[bytes]) -> bool:
+        """Whether this group would skip the entry, judged from its raw `type` and
+        `target` fields alone (the entry is too large to parse whole)."""
+        attrs = {
+            fields[i]: fields[i + 1]
+            for i in range(0, len(fields) - 1, 2)
+            if fields[i] in (b"type", b"target")
+        }
+        try:
+            target = attrs.get(b"target")
+            if target is not None and target.decode() != self.group:
+                return True
+            type_name = attrs.get(b"type", b"").decode()
+        except UnicodeDecodeError:
+            return False
+        return type_name not in self._types and lookup(self.stream, type_name) is not None
 
     async def _decode(self, delivery: Delivery) -> tuple[Envelope, Event] | None:
         """The envelope and event; None when the entry was skipped or dead-lettered."""

@@ -14,6 +14,8 @@ MAX_NAME_CHARS = 200  # of a value from an entry (a type, a key) quoted in a mes
 # Field pairs of the original entry a dead letter copies at most (Lua's unpack() takes
 # about 8,000 values; an entry with more fields must still be dead-lettered).
 MAX_COPIED_PAIRS = 512
+# Bytes a letter copies beyond the size limit (the envelope's fields).
+COPY_ALLOWANCE = 64 * 1024
 # The envelope fields copied first when not every field fits.
 _ENVELOPE = frozenset(
     {b"id", b"type", b"source", b"time", b"key", b"ct", b"traceparent", b"tracestate", b"pk"}
@@ -63,23 +65,30 @@ def entry_size(fields: list[bytes]) -> tuple[int, int]:
 
 def copied_fields(original: list[bytes], *, max_bytes: int) -> tuple[list[Arg], str]:
     """The original fields a dead letter keeps (so it can be redriven as it was), and a
-    note of what it leaves out ("" when nothing): at most MAX_COPIED_PAIRS pairs, the
-    envelope first, and no field larger than `max_bytes` (a payload too large to
-    consume is not copied once per group; the original entry still has it)."""
+    note of what it leaves out ("" when nothing): at most MAX_COPIED_PAIRS pairs and
+    `max_bytes` in all (plus the envelope allowance), the envelope first. A letter for an
+    entry too large to consume is not a second copy of it per group; the original entry
+    still has what was left out (and a redrive writes that back)."""
     pairs = [(original[i], original[i + 1]) for i in range(0, len(original) - 1, 2)]
-    if len(pairs) <= MAX_COPIED_PAIRS and all(len(v) <= max_bytes for _, v in pairs):
+    budget = max_bytes + COPY_ALLOWANCE
+    total = sum(len(n) + len(v) for n, v in pairs)
+    if len(pairs) <= MAX_COPIED_PAIRS and total <= budget:
         return list(original), ""
     kept: list[Arg] = []
     omitted: list[str] = []
     others = 0
     ordered = sorted(pairs, key=lambda p: p[0] not in _ENVELOPE)  # stable: envelope first
     for name, value in ordered:
-        if len(value) > max_bytes or len(name) > max_bytes:
-            omitted.append(f"{clip_repr(name.decode(errors='replace'), 40)} ({len(value):,} bytes)")
-        elif len(kept) // 2 < MAX_COPIED_PAIRS:
-            kept += [name, value]
-        else:
-            others += 1
+        size = len(name) + len(value)
+        if size > budget or len(kept) // 2 >= MAX_COPIED_PAIRS:
+            if len(omitted) < 10:
+                label = clip_repr(name.decode(errors="replace"), 40)
+                omitted.append(f"{label} ({len(value):,} bytes)")
+            else:
+                others += 1
+            continue
+        budget -= size
+        kept += [name, value]
     if others:
         omitted.append(f"{others:,} more fields (of {len(pairs):,})")
     return kept, ", ".join(omitted)
