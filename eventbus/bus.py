@@ -20,7 +20,7 @@ from eventbus.backoff import Reconnect
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding, content_type
-from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError
+from eventbus.errors import ConfigurationError, ConnectionFailed, PublishError, describe_error
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 from eventbus.permissions import is_refusal, refused
@@ -211,7 +211,7 @@ class EventBus:
                 if loop.time() + delay > deadline:
                     raise ConnectionFailed(
                         f"cannot reach Redis at {self.display_url} "
-                        f"({str(exc) or type(exc).__name__}); "
+                        f"({describe_error(exc)}); "
                         "check --redis-url / EVENTBUS_REDIS_URL and that the server is up"
                     ) from exc
                 await asyncio.sleep(delay)
@@ -253,7 +253,7 @@ class EventBus:
         except (RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
             raise PublishError(
-                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+                f"publishing {prepared.describe()} failed: {describe_error(exc)}"
             ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
@@ -280,7 +280,7 @@ class EventBus:
         except (RedisError, OSError) as exc:  # could not connect: nothing was written
             end_spans(prepared, spans, None, exc)
             raise PublishError(
-                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+                f"publishing {len(events)} events failed: {describe_error(exc)}"
             ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)

@@ -24,6 +24,7 @@ MSGPACK: Final = "application/msgpack"
 _MSGPACK_ALIASES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 CONTENT_TYPES: Final = (JSON, *sorted(_MSGPACK_ALIASES))  # every `ct` a consumer accepts
 HEADER_PREFIX: Final = "h:"
+MAX_HEADERS: Final = 1000
 _HEADER_PREFIX_B: Final = HEADER_PREFIX.encode()
 
 Encoding = Literal["json", "msgpack"]
@@ -132,6 +133,11 @@ def check_headers(headers: dict[str, str] | None) -> None:
         return
     if not isinstance(headers, dict):
         raise ConfigurationError(f"headers must be a dict of str to str, got {headers!r}")
+    if len(headers) > MAX_HEADERS:
+        raise ConfigurationError(
+            f"{len(headers):,} headers: at most {MAX_HEADERS:,} fit an event (each is a field "
+            "of the stream entry, written by a script); put the rest in the payload"
+        )
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str) or not name:
             raise ConfigurationError(

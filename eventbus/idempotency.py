@@ -237,8 +237,8 @@ class IdempotencyGuard:
         self, stream_id: str, marker: str, token: str, tx: Transaction
     ) -> TxOutcome:
         """Run `tx`, mark the key done and acknowledge the entry in one script, if the
-        claim is still ours (`token`; "" for a fail_open run while the store was
-        unreachable: then only if no one holds or has finished the key).
+        key is free or held with `token` (for a fail_open run while the store was
+        unreachable, the token its begin tried).
 
         A command Redis rejects before running any (unknown, wrong arity, no permission)
         raises ResponseError with nothing applied: the caller fails the attempt."""

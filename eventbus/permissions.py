@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from eventbus.errors import ConnectionFailed, EventBusError, PermissionDenied
+from eventbus.errors import ConnectionFailed, EventBusError, PermissionDenied, describe_error
 
 # "NOPERM User u has no permissions to run the 'xack' command" (7.x),
 # "NOPERM this user has no permissions to run the 'xack' command or its subcommand" (6.2)
@@ -85,7 +85,7 @@ def is_refusal(exc: BaseException) -> bool:
 def refused(exc: BaseException, *, url: str | None, display_url: str) -> EventBusError:
     """The error for a server that answered but refused us: credentials, database,
     permission. Retrying would not help, so callers raise it at once."""
-    text = str(exc) or type(exc).__name__
+    text = describe_error(exc)
     if is_noperm(exc):
         return PermissionDenied(explain_noperm(exc, user=user_of(url), what=display_url))
     upper = text.upper()

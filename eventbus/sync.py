@@ -25,7 +25,7 @@ from eventbus.bus import PublishSettings, redact, resolve_url
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
-from eventbus.errors import ConfigurationError, PublishError
+from eventbus.errors import ConfigurationError, PublishError, describe_error
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
 from eventbus.publishing import exiting
@@ -155,7 +155,7 @@ class SyncPublisher:
         except (redis.RedisError, OSError) as exc:
             end_spans([prepared], [span], None, exc)
             raise PublishError(
-                f"publishing {prepared.describe()} failed: {str(exc) or type(exc).__name__}"
+                f"publishing {prepared.describe()} failed: {describe_error(exc)}"
             ) from exc
         end_spans([prepared], [span], outcomes)
         return single_result(prepared, outcomes[0])
@@ -178,7 +178,7 @@ class SyncPublisher:
         except (redis.RedisError, OSError) as exc:
             end_spans(prepared, spans, None, exc)
             raise PublishError(
-                f"publishing {len(events)} events failed: {str(exc) or type(exc).__name__}"
+                f"publishing {len(events)} events failed: {describe_error(exc)}"
             ) from exc
         end_spans(prepared, spans, outcomes)
         return raise_for_batch(prepared, outcomes)

@@ -191,7 +191,7 @@ async def test_a_stream_declares_its_limit_for_publishers_and_consumers(
         ) as bus,
         running_worker(bus, router, settings=FAST),
     ):
-        headers = {f"h{i}": "x" * 1000 for i in range(1500)}  # 1.5 MB of headers
+        headers = {f"h{i}": "x" * 1500 for i in range(999)}  # 1.5 MB of headers
         await bus.publish(Job(n=1), headers=headers)  # over the bus's 1 MiB: the stream's
         with pytest.raises(EventTooLarge):
             await bus.publish(Job(n=2), headers={**headers, "big": "x" * 600_000})
@@ -360,9 +360,21 @@ async def test_pending_entries_stay_pending_while_permission_is_missing(
         acl_user(acl_server, "w", "~*", "+@all", "-xack")
         await bus.publish(Job(n=1))
         await wait_for(lambda: handled == [1])
+        errors_before = await error_replies(acl_server)
+        await asyncio.sleep(1.5)  # a window to count the refused acks in
+        refused = await error_replies(acl_server) - errors_before
+        assert refused <= 20, f"{refused} error replies in 1.5 s: the ack is retried hot"
         assert await pending_count(bus, "jobs", "test.h") == 1
         acl_user(acl_server, "w", "~*", "+@all")
         await wait_for(lambda: no_pending(bus, "jobs", "test.h"), timeout=15)
+
+
+async def error_replies(server: RedisServer) -> int:
+    admin = sync_redis.Redis(port=server.port)
+    try:
+        return int(admin.info("stats")["total_error_replies"])
+    finally:
+        admin.close()
 
 
 async def test_a_commit_whose_reply_is_lost_applies_once(
@@ -472,3 +484,65 @@ async def test_a_dead_letter_copies_a_bounded_total(bus: EventBus) -> None:
     assert letter["dlq_reason"] == "too_large"
     assert sum(len(k) + len(v) for k, v in letter.items()) < 2 * 1024 * 1024
     assert "900,000 bytes" in letter["dlq_omitted"]
+
+
+async def test_a_failed_start_leaves_nothing_running(
+    acl_server: RedisServer, make_bus: Callable[..., EventBus]
+) -> None:
+    """One group could not start (no XGROUP on Redis 6.2, where the start cannot ask the
+    ACL first): the others' loops, lease keepers and janitors went on handling events
+    after Worker.start had raised."""
+    bus = make_bus(acl_user(acl_server, "w", "~*", "+@all", "-xgroup"), "acl")
+    router = Router()
+
+    @router.subscribe(name="h")
+    async def handle(event: Job) -> None: ...
+
+    with pytest.raises(PermissionDenied, match="xgroup"):
+        async with running_worker(bus, router, settings=FAST):
+            pass
+    alive = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus-")]
+    assert alive == []
+
+
+async def test_publishing_refuses_more_headers_than_an_entry_takes(bus: EventBus) -> None:
+    headers = {f"h{i}": "v" for i in range(5000)}
+    with pytest.raises(ConfigurationError, match="at most 1,000"):
+        await bus.publish(Job(n=1), headers=headers, key="k")
+    assert await bus.redis.xlen(bus.keys.stream("jobs")) == 0
+
+
+async def test_a_begin_whose_reply_is_lost_is_not_a_takeover(
+    redis_server_factory: Callable[..., RedisServer],
+    make_bus: Callable[..., EventBus],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The claim's script ran and its reply was lost: fail_open ran the handler
+    unguarded, and its commit found the key held by its own claim, which it took for
+    another consumer's: a false takeover warning, and the handler ran again."""
+    server = redis_server_factory()
+    direct = make_bus(server.url, "begin")
+    runs: list[int] = []
+    router = Router()
+
+    @router.subscribe(name="tx", idempotent=True, lease=1, backoff=0.1)
+    async def handle(event: Job, ctx: Context) -> None:
+        runs.append(event.n)
+        ctx.transaction().hincrby(ctx.slot_key("effects"), str(event.n), 1)
+
+    await direct.redis.script_load(SCRIPTS.idem_begin.source)  # so it runs, not NOSCRIPT
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    async with FaultProxy(server.port) as proxy:
+        proxy.cut_on(SCRIPTS.idem_begin.sha.encode(), forward=True)
+        bus = make_bus(f"redis://127.0.0.1:{proxy.port}/0", "begin")
+        async with running_worker(bus, router, settings=FAST) as worker:
+            await direct.publish(Job(n=1))
+            stats = worker.consumers[0].stats
+            await wait_for(lambda: stats.ok == 1, message="the commit")
+            await wait_for(lambda: no_pending(direct, "jobs", "test.tx"))
+            assert proxy.tripped.is_set()
+    assert runs == [1]
+    assert stats.store_errors == 1
+    assert TAKEOVER_WARNING not in caplog.text
+    effects = await direct.redis.hgetall(f"{direct.keys.stream('jobs')}:app:effects")
+    assert effects == {b"1": b"1"}

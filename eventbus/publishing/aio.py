@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
+from eventbus.errors import describe_error
 from eventbus.publishing import exiting
 from eventbus.publishing.core import Outcome, Prepared, PublishResult, Request, send_batch
 from eventbus.publishing.outbox import (
@@ -234,9 +235,7 @@ class AsyncFlusher:
                 retried=True,
             )  # fmt: skip
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
-            log.warning(
-                "publish_nowait: Redis unavailable (%s); retrying", str(exc) or type(exc).__name__
-            )
+            log.warning("publish_nowait: Redis unavailable (%s); retrying", describe_error(exc))
             return batch
         except Exception:  # never let the flusher die: its events would never settle
             log.exception("publish_nowait: unexpected error; retrying")

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from eventbus.backoff import Reconnect
+from eventbus.errors import describe_error
 from eventbus.publishing.core import Outcome, Request, send_batch
 from eventbus.publishing.outbox import Outbox, Pending, PublishStats, account, to_retry
 from eventbus.wire import exchange_sync
@@ -97,9 +98,7 @@ def send_pending(batch: list[Pending], io: SyncIO, stats: PublishStats) -> list[
         started = time.perf_counter()
         outcomes = drive_sync(send_batch(items), io)
     except (redis.RedisError, OSError) as exc:
-        log.warning(
-            "publish_nowait: Redis unavailable (%s); retrying", str(exc) or type(exc).__name__
-        )
+        log.warning("publish_nowait: Redis unavailable (%s); retrying", describe_error(exc))
         return batch
     except Exception:  # never let the flusher die: its events would never settle
         log.exception("publish_nowait: unexpected error; retrying")

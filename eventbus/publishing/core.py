@@ -130,7 +130,6 @@ class PublishCore:
             raise ConfigurationError(f"key must be a non-empty str, got {key!r}")
         check_headers(headers)
         data = encode_payload(event, self.encoding)
-        self.check_decodes(event, data)
         size = len(data)
         if key:
             size += len(key)
@@ -145,6 +144,7 @@ class PublishCore:
                 f"Stream({stream_name!r})); store large payloads elsewhere and publish a "
                 "reference"
             )
+        self.check_decodes(event, data)  # after the size check: never decode 50 MB to refuse it
         window_s = settings.dedup_window_s if dedup_window is None else dedup_window
         if window_s < 0:
             raise ConfigurationError(f"dedup_window must not be negative, got {dedup_window!r}")

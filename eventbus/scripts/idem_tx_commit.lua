@@ -7,9 +7,9 @@
 -- KEYS[2]  marker (<prefix>:{<stream>}:idem:<group>:<key>)
 -- ARGV[1]  group
 -- ARGV[2]  stream id of the entry
--- ARGV[3]  our token; '' when the handler ran unguarded (the store was unreachable when it
---          began, on_store_error="fail_open"): then the writes apply only if no one holds
---          or has finished the key
+-- ARGV[3]  our token (for a handler that ran unguarded, because the store was unreachable
+--          when it began and on_store_error="fail_open", the token its begin tried: the
+--          writes apply if the key is free or, the begin having run after all, ours)
 -- ARGV[4]  done TTL in ms
 -- ARGV[5]  number of queued commands
 -- ARGV[6..] for each command: its argument count, then its arguments

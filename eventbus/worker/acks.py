@@ -38,8 +38,10 @@ class AckBatcher(Generic[T]):
         on_acked: Callable[[list[T]], None],
         *,
         where: str,
+        user: str | None = None,
     ) -> None:
         self._send = send
+        self._user = user  # the Redis user, named in a missing-permission message
         self._where = where
         self._on_acked = on_acked
         self._pending: list[T] = []
@@ -72,7 +74,7 @@ class AckBatcher(Generic[T]):
                         self._pending[:0] = batch
                         delay = reconnect.next_delay()
                         reason = (
-                            explain_noperm(exc, user=None, what="acknowledging")
+                            explain_noperm(exc, user=self._user, what="acknowledging")
                             if is_noperm(exc)
                             else describe(exc)
                         )

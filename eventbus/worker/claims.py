@@ -87,8 +87,10 @@ class Claims:
                     describe(exc),
                     delivery.stream_id,
                 )
-                # its commit still checks the key: a transaction is applied once
-                delivery.unguarded = marker
+                # its commit still checks the key: a transaction is applied once. With
+                # the attempted token: if the begin ran and only its reply was lost, the
+                # key is ours, not another delivery's
+                delivery.unguarded, delivery.token = marker, token
                 return True
             self._warn.warning(
                 "unreachable",
@@ -125,7 +127,7 @@ class Claims:
     async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
         marker = delivery.marker or delivery.unguarded
         assert marker is not None
-        token = delivery.token if delivery.marker is not None else ""
+        token = delivery.token
         delivery.done = True
         try:
             outcome = await self.guard.commit_transaction(delivery.stream_id, marker, token, tx)

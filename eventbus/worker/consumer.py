@@ -153,7 +153,9 @@ class GroupConsumer:
         limit = spec.max_event_bytes or bus.streams.get(stream).max_event_bytes
         self._max_event_bytes = limit or DEFAULT_MAX_EVENT_BYTES
         where = f"{self.key}/{self.group}"
-        self._acks: AckBatcher[str] = AckBatcher(self._xack, self._acked, where=where)
+        self._acks: AckBatcher[str] = AckBatcher(
+            self._xack, self._acked, where=where, user=self._user
+        )
         guard = (
             IdempotencyGuard(
                 spec.idempotency,
@@ -183,7 +185,7 @@ class GroupConsumer:
             else None
         )
         self._commits: AckBatcher[tuple[str, str]] = AckBatcher(
-            self._commit, self._committed, where=where
+            self._commit, self._committed, where=where, user=self._user
         )
         self._lease_lock = asyncio.Lock()
         self._leases = LeaseKeeper(

@@ -39,9 +39,10 @@ def clip_repr(value: object, limit: int = MAX_NAME_CHARS) -> str:
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:
     """A one-line description of a failure, bounded; never raises (an exception's
     __str__ may)."""
-    if isinstance(exc, TimeoutError) and timeout_s is not None and not str(exc):
+    text = describe_error(exc)
+    if isinstance(exc, TimeoutError) and timeout_s is not None and text == type(exc).__name__:
         return f"handler exceeded its timeout of {timeout_s:g}s"
-    return clip(describe_error(exc))
+    return clip(text)
 
 
 def traceback_tail(exc: BaseException) -> str:

@@ -35,7 +35,8 @@ _GROUP_COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("xgroup|delconsumer", ("XGROUP", "DELCONSUMER", "{k}", "{g}", "{c}")),
     ("xinfo|groups", ("XINFO", "GROUPS", "{k}")),
     ("xinfo|consumers", ("XINFO", "CONSUMERS", "{k}", "{g}")),
-    ("xtrim", ("XTRIM", "{k}", "MINID", "0")),
+    ("xinfo|stream", ("XINFO", "STREAM", "{k}")),
+    ("xtrim", ("XTRIM", "{k}", "MINID", "=", "0")),
     ("xlen", ("XLEN", "{d}")),
     ("xadd", ("XADD", "{d}", "*", "f", "v")),
 )

@@ -75,14 +75,20 @@ class Worker(Runs):
         if self._started:
             return
         self._started = True
-        async with asyncio.timeout(timeout):
-            await check_permissions(self.bus, self.consumers)
-        for consumer in self.consumers:
-            consumer.start()
-        for janitor in self.janitors:
-            janitor.start()
-        async with asyncio.timeout(timeout):
-            await asyncio.gather(*(c.wait_ready() for c in self.consumers))
+        try:
+            async with asyncio.timeout(timeout):
+                await check_permissions(self.bus, self.consumers)
+            for consumer in self.consumers:
+                consumer.start()
+            for janitor in self.janitors:
+                janitor.start()
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(c.wait_ready() for c in self.consumers))
+        except BaseException:
+            # a start that fails (PermissionDenied, a timeout, a cancel) leaves nothing
+            # running: the groups that did start would go on handling events unseen
+            await asyncio.shield(self.stop(grace=0))
+            raise
         log.info(
             "worker %s running %d group(s) on %s",
             self.consumer_name,
