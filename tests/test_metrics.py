@@ -419,7 +419,13 @@ async def test_junk_in_redis_does_not_blank_the_scrape(
         thread.join(5)
     assert value(samples, "eventbus_redis_up") == 1
     assert value(samples, "eventbus_stream_length", stream="jobs") == 1
-    assert value(samples, "eventbus_group_lag", stream="jobs", group="good") == 1
+    if await redis_version(bus) >= (7,):  # XINFO GROUPS reports lag from Redis 7
+        assert value(samples, "eventbus_group_lag", stream="jobs", group="good") == 1
+    else:
+        assert ("eventbus_group_lag", frozenset({("stream", "jobs"), ("group", "good")})) not in (
+            samples
+        )
+    assert value(samples, "eventbus_group_pending", stream="jobs", group="good") == 0
     assert value(samples, "eventbus_group_pending", stream="jobs", group="bad-\\xff\\xfe") == 0
     assert (
         value(samples, "eventbus_schedule_next_fire_timestamp_seconds", schedule="junk")
