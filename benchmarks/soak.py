@@ -244,8 +244,10 @@ class Fleet:
         return self.start(slot)
 
     async def running(self, worker: WorkerProcess, timeout: float = 60.0) -> bool:
-        """Wait until the worker logged that it runs (its signal handlers are installed
-        once its groups are ready: a SIGTERM before that kills it, start-up unfinished)."""
+        """Wait until the worker logged that it runs. Its signal handlers are installed
+        before its groups start (eventbus.service.serve), but a SIGTERM during the
+        interpreter's start-up and imports, before any event loop runs, still takes the
+        default action."""
         needle = f"worker {worker.consumer} running".encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and worker.process.poll() is None:
