@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,6 +267,8 @@ def _after_fork_in_child(ref: weakref.ref[SyncPublisher]) -> None:
     if publisher is None or publisher._closed:
         return
     publisher._outbox.forget_after_fork()
+    # the parent's flusher thread may have held the stats' lock at the fork
+    publisher.publish_stats.lock = threading.Lock()
     publisher._flusher = ThreadFlusher(
         publisher._outbox, publisher._request, publisher.publish_stats
     )

@@ -16,6 +16,7 @@ from eventbus import (
     PermissionDenied,
     Router,
     Stream,
+    Worker,
     WorkerSettings,
 )
 from eventbus.errors import ConfigurationError, ConnectionFailed, EventTooLarge
@@ -546,3 +547,71 @@ async def test_a_begin_whose_reply_is_lost_is_not_a_takeover(
     assert TAKEOVER_WARNING not in caplog.text
     effects = await direct.redis.hgetall(f"{direct.keys.stream('jobs')}:app:effects")
     assert effects == {b"1": b"1"}
+
+
+async def test_a_transaction_commits_without_command_info_permission(
+    acl_server: RedisServer, make_bus: Callable[..., EventBus]
+) -> None:
+    """The commit asks COMMAND INFO to check each queued command; a user without
+    `command|info` (the ACL docs did not grant it) had every transaction refused."""
+    bus = make_bus(acl_user(acl_server, "w", "~*", "+@all", "-command"), "acl")
+    router = Router()
+
+    @router.subscribe(name="tx", idempotent=True, max_attempts=1)
+    async def handle(event: Job, ctx: Context) -> None:
+        ctx.transaction().incr(ctx.slot_key("n"))
+
+    async with running_worker(bus, router, settings=FAST) as worker:
+        await bus.publish(Job(n=1))
+        await wait_for(lambda: worker.consumers[0].stats.ok == 1)
+    assert await dlq_entries(bus, "jobs") == []
+
+
+async def test_a_stop_during_start_lets_running_handlers_finish(bus: EventBus) -> None:
+    """A SIGTERM while one group was still starting cancelled the start, and the failed
+    start's cleanup stopped everything with no grace: a handler already running in a
+    ready group was cancelled. The start is abandoned; the stop keeps its grace."""
+    from eventbus.service import serve
+
+    log: list[str] = []
+    router = Router()
+
+    @router.subscribe(name="slow")
+    async def slow(event: Job) -> None:
+        log.append("started")
+        await asyncio.sleep(1)
+        log.append("finished")
+
+    worker = Worker(bus, router, settings=WorkerSettings(grace=10, reclaim_interval=0.1))
+    never_ready = asyncio.Event()
+    real_wait_ready = worker.consumers[0].wait_ready
+
+    async def slow_start() -> None:
+        await real_wait_ready()
+        await bus.publish(Job(n=1))
+        await never_ready.wait()  # a second group that takes its time
+
+    worker.consumers[0].wait_ready = slow_start  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve([worker], stop=stop, install_signal_handlers=False))
+    await wait_for(lambda: log == ["started"])
+    stop.set()
+    await asyncio.wait_for(serving, timeout=15)
+    assert log == ["started", "finished"]
+
+
+async def test_a_worker_whose_start_failed_refuses_to_start_again(
+    acl_server: RedisServer, make_bus: Callable[..., EventBus]
+) -> None:
+    bus = make_bus(acl_user(acl_server, "w", "~*", "+@all", "-xgroup"), "acl")
+    router = Router()
+
+    @router.subscribe(name="h")
+    async def handle(event: Job) -> None: ...
+
+    worker = Worker(bus, router, settings=FAST)
+    with pytest.raises(PermissionDenied):
+        await worker.start(timeout=10)
+    acl_user(acl_server, "w", "~*", "+@all")
+    with pytest.raises(ConfigurationError, match="build a new Worker"):
+        await worker.start(timeout=10)

@@ -31,9 +31,11 @@ log = logging.getLogger("eventbus.publish")
 
 IO = Callable[[bytes, int], Awaitable[list[Any]]]
 BATCH = 500
-# Looking up what an interrupted batch wrote: pages of 1,000 entries read back at most,
+# Looking up what an interrupted batch wrote: pages of 100 entries (small: entries come
+# whole, payloads and all), 200 pages read back at most,
 # and how far before the batch began (clock skew between this host and Redis's).
-SCAN_PAGES = 20
+SCAN_PAGES = 200
+SCAN_PAGE = 100
 SKEW_MS = 5_000
 
 
@@ -212,7 +214,7 @@ class AsyncFlusher:
         found: set[str] = set()
         end = "+"
         for _ in range(SCAN_PAGES):
-            [reply] = await self._io(pack(["XREVRANGE", key, end, "-", "COUNT", 1000]), 1)
+            [reply] = await self._io(pack(["XREVRANGE", key, end, "-", "COUNT", SCAN_PAGE]), 1)
             if isinstance(reply, Exception) or not reply:
                 break
             for _, fields in reply:

@@ -14,8 +14,8 @@
 -- ARGV[5]  number of queued commands
 -- ARGV[6..] for each command: its argument count, then its arguments
 -- Before anything is written, every command is checked: its name and arity (COMMAND
--- INFO), that scripts may run it, and (Redis >= 7.0, redis.acl_check_cmd) the user's
--- permission: an unknown command, a wrong number of arguments or a missing permission
+-- INFO, when the user may run it), that scripts may run it, and (Redis >= 7.0,
+-- redis.acl_check_cmd) the user's permission: an unknown command, a wrong number of arguments or a missing permission
 -- fails the whole commit with nothing applied, as MULTI/EXEC's queueing would.
 -- Returns {'applied', <error of each command that failed while running>...} (Redis does
 -- not roll back a command that fails at run time, inside EXEC or a script alike);
@@ -51,16 +51,21 @@ local function flagged(info, flag)
   return false
 end
 for c = 1, #commands do
-  local info = redis.call('COMMAND', 'INFO', commands[c][1])[1]
-  if not info then
+  -- COMMAND INFO needs the user's command|info permission: without it, the arity and
+  -- noscript checks are skipped (the ACL check below still runs on Redis >= 7.0)
+  local known, infos = pcall(redis.call, 'COMMAND', 'INFO', commands[c][1])
+  local info = known and infos[1]
+  if known and not info then
     return rejected(c, 'unknown command')
   end
-  local arity, argc = info[2], #commands[c]
-  if (arity > 0 and argc ~= arity) or (arity < 0 and argc < -arity) then
-    return rejected(c, 'wrong number of arguments')
-  end
-  if flagged(info, 'noscript') then
-    return rejected(c, 'not allowed in a transaction')
+  if info then
+    local arity, argc = info[2], #commands[c]
+    if (arity > 0 and argc ~= arity) or (arity < 0 and argc < -arity) then
+      return rejected(c, 'wrong number of arguments')
+    end
+    if flagged(info, 'noscript') then
+      return rejected(c, 'not allowed in a transaction')
+    end
   end
   if redis.acl_check_cmd then -- Redis >= 7.0: the user's permissions too
     local ok, allowed = pcall(redis.acl_check_cmd, unpack(commands[c]))

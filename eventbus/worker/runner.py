@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterable
 
 from eventbus.bus import EventBus
-from eventbus.errors import ConfigurationError
+from eventbus.errors import ConfigurationError, describe_error
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
 from eventbus.service import Runs, serve
@@ -69,9 +69,15 @@ class Worker(Runs):
         self._hurry = asyncio.Event()
         self._started = False
         self._stopped = False
+        self._start_failed: BaseException | None = None
 
     async def start(self, *, timeout: float | None = None) -> None:
         """Start every group consumer and wait until their groups exist in Redis."""
+        if self._start_failed is not None:
+            raise ConfigurationError(
+                f"this Worker's start failed ({describe_error(self._start_failed)}); "
+                "build a new Worker to try again"
+            )
         if self._started:
             return
         self._started = True
@@ -84,10 +90,14 @@ class Worker(Runs):
                 janitor.start()
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*(c.wait_ready() for c in self.consumers))
-        except BaseException:
-            # a start that fails (PermissionDenied, a timeout, a cancel) leaves nothing
-            # running: the groups that did start would go on handling events unseen
-            await asyncio.shield(self.stop(grace=0))
+        except asyncio.CancelledError:
+            raise  # a stop requested during the start: the caller stops it, with grace
+        except BaseException as exc:
+            # a start that fails (PermissionDenied, a timeout) leaves nothing running:
+            # the groups that did start would go on handling events unseen; those
+            # already handling one finish it within the grace period
+            self._start_failed = exc
+            await asyncio.shield(self.stop())
             raise
         log.info(
             "worker %s running %d group(s) on %s",
