@@ -100,11 +100,15 @@ def field_list(
 ) -> list[str | bytes]:
     """One stream entry's fields as the flat ``[name, value, ...]`` XADD takes."""
     fields: list[str | bytes] = [
-        "id", event_id or new_event_id(),
-        "type", type_name,
-        "source", source,
-        "time", now_rfc3339(),
-    ]  # fmt: skip
+        "id",
+        event_id or new_event_id(),
+        "type",
+        type_name,
+        "source",
+        source,
+        "time",
+        now_rfc3339(),
+    ]
     if key is not None:
         fields += ("key", key)
     if ct is not None:
@@ -169,9 +173,19 @@ class Envelope(msgspec.Struct, frozen=True):
 
 _TEXT_FIELDS: Final = {
     name.encode(): name
-    for name in ("id", "type", "source", "time", "key", "ct", "traceparent", "tracestate",
-                 "target", "sig")
-}  # fmt: skip
+    for name in (
+        "id",
+        "type",
+        "source",
+        "time",
+        "key",
+        "ct",
+        "traceparent",
+        "tracestate",
+        "target",
+        "sig",
+    )
+}
 
 
 def parse_fields(stream_id: str, fields: Sequence[bytes] | Mapping[bytes, bytes]) -> Envelope:

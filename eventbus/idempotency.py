@@ -229,8 +229,10 @@ class IdempotencyGuard:
             log.warning(
                 "%s: could not mark %d keys done (%s); acknowledged anyway (fail_open): "
                 "a later duplicate of these keys would run",
-                self._group, len(done), exc,
-            )  # fmt: skip
+                self._group,
+                len(done),
+                exc,
+            )
         await self._main.call("XACK", self._stream_key, self._group, *(i for i, _ in done))
 
     async def commit_transaction(

@@ -54,9 +54,14 @@ def _redis(bus: EventBus) -> Any:
 
 
 async def _pages(
-    bus: EventBus, key: str, low: str = "-", high: str = "+", *, page: int = 10_000,
+    bus: EventBus,
+    key: str,
+    low: str = "-",
+    high: str = "+",
+    *,
+    page: int = 10_000,
     limit: int | None = None,
-) -> AsyncIterator[list[Any]]:  # fmt: skip
+) -> AsyncIterator[list[Any]]:
     """XRANGE `low`..`high` in pages of `page` entries, at most `limit` in all: long
     streams are read without holding them in memory or blocking Redis for long."""
     cursor, seen = low, 0
@@ -156,10 +161,11 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
                 groups=len(groups),
                 lag=None if any(lag is None for lag in lags) else sum(x or 0 for x in lags),
                 dlq_length=0 if isinstance(dlq, Exception) else int(dlq),
-                memory_bytes=None if isinstance(memory, Exception) or memory is None
+                memory_bytes=None
+                if isinstance(memory, Exception) or memory is None
                 else int(memory),
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -258,9 +264,14 @@ async def stream_detail(bus: EventBus, stream: str) -> StreamDetail:
 
 
 def _group_detail(
-    g: GroupInfo, consumers: Any, summary: Any, dead: dict[str, int], *, now: float,
+    g: GroupInfo,
+    consumers: Any,
+    summary: Any,
+    dead: dict[str, int],
+    *,
+    now: float,
     last_id: str | None,
-) -> GroupDetail:  # fmt: skip
+) -> GroupDetail:
     listed = [] if isinstance(consumers, Exception) else consumers
     oldest = None
     if isinstance(summary, dict) and summary.get("min"):
@@ -328,13 +339,19 @@ class Entry:
             out["envelope"] = {
                 k: v
                 for k, v in (
-                    ("id", env.id), ("type", env.type), ("source", env.source),
-                    ("time", env.time), ("key", env.key), ("ct", env.ct),
-                    ("traceparent", env.traceparent), ("tracestate", env.tracestate),
-                    ("target", env.target), ("headers", env.headers or None),
+                    ("id", env.id),
+                    ("type", env.type),
+                    ("source", env.source),
+                    ("time", env.time),
+                    ("key", env.key),
+                    ("ct", env.ct),
+                    ("traceparent", env.traceparent),
+                    ("tracestate", env.tracestate),
+                    ("target", env.target),
+                    ("headers", env.headers or None),
                 )
                 if v is not None
-            }  # fmt: skip
+            }
             out["payload"] = self.payload
         if env is None or self.error:  # what it holds, when that is all there is to show
             out["fields"] = self.fields
@@ -537,9 +554,15 @@ async def tail(
 
 
 async def _tail_from(
-    bus: EventBus, stream: str, start: str, *, count: int, types: Sequence[str],
-    key: str | None, scan_limit: int,
-) -> Tail:  # fmt: skip
+    bus: EventBus,
+    stream: str,
+    start: str,
+    *,
+    count: int,
+    types: Sequence[str],
+    key: str | None,
+    scan_limit: int,
+) -> Tail:
     skey = bus.keys.stream(stream)
     found: list[Entry] = []
     scanned = 0
@@ -629,10 +652,15 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
             states.append(DeliveryState(g.name, "not for this group", target=target))
         elif isinstance(pending, list) and pending:
             p = pending[0]
-            states.append(DeliveryState(
-                g.name, "pending", _text(p["consumer"]), int(p["times_delivered"]),
-                int(p["time_since_delivered"]) / 1000,
-            ))  # fmt: skip
+            states.append(
+                DeliveryState(
+                    g.name,
+                    "pending",
+                    _text(p["consumer"]),
+                    int(p["times_delivered"]),
+                    int(p["time_since_delivered"]) / 1000,
+                )
+            )
         elif g.name in dead:
             states.append(DeliveryState(g.name, "dead-lettered", dead_letter_id=dead[g.name]))
         elif _parse_id(entry.id) > _parse_id(g.last_delivered_id):
@@ -668,9 +696,14 @@ async def pending_entries(
     await require_group(bus, stream, group)
     key = bus.keys.stream(stream)
     rows = await _redis(bus).xpending_range(
-        key, group, min="-", max="+", count=limit, consumername=consumer,
+        key,
+        group,
+        min="-",
+        max="+",
+        count=limit,
+        consumername=consumer,
         idle=int(min_idle_s * 1000) or None,
-    )  # fmt: skip
+    )
     pipe = _redis(bus).pipeline(transaction=False)
     for row in rows:
         entry_id = _text(row["message_id"])
@@ -729,11 +762,17 @@ class DeadLetter:
 
     def as_json(self, traceback: str | None = None) -> dict[str, Any]:
         out = {
-            "id": self.id, "stream_id": self.stream_id, "group": self.group,
-            "handler": self.handler, "reason": self.reason, "error_type": self.error_type,
-            "error": self.error, "attempts": self.attempts, "time": self.time,
+            "id": self.id,
+            "stream_id": self.stream_id,
+            "group": self.group,
+            "handler": self.handler,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error": self.error,
+            "attempts": self.attempts,
+            "time": self.time,
             "event": self.entry.as_json(),
-        }  # fmt: skip
+        }
         if traceback is not None:
             out["traceback"] = traceback
         return out
@@ -981,9 +1020,14 @@ async def _entries_read_at(bus: EventBus, key: str, target: str, cap: int) -> in
 
 
 async def reset_group(
-    bus: EventBus, stream: str, group: str, to: str, *, dry_run: bool = False,
+    bus: EventBus,
+    stream: str,
+    group: str,
+    to: str,
+    *,
+    dry_run: bool = False,
     cap: int = 1_000_000,
-) -> ResetPlan:  # fmt: skip
+) -> ResetPlan:
     """Move the group's last-delivered id to `to` (XGROUP SETID): back to replay entries,
     forward to skip them. Pending entries at or before `to` stay with their consumers;
     those after it are read again, which hands them to the reader and restarts their
@@ -1198,14 +1242,16 @@ async def snapshot(bus: EventBus) -> Snapshot:
     now = time.time()
     figures = [
         GroupFigures(
-            stream=stream, group=_text(g["name"]), consumers=int(g["consumers"]),
+            stream=stream,
+            group=_text(g["name"]),
+            consumers=int(g["consumers"]),
             pending=int(g["pending"]),
             lag=_lag(g, last_ids.get(stream)),
             entries_read=_entries_read(g),
             oldest_pending_age_s=_age(oldest.get((stream, _text(g["name"]))), now),
         )
         for stream, g in groups
-    ]  # fmt: skip
+    ]
     return Snapshot(now, summaries, added, figures)
 
 

@@ -50,10 +50,44 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eventbus.metrics")
 
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0)  # fmt: skip
-AGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-               10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)  # fmt: skip
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+AGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 
 
 class Histogram:
@@ -200,8 +234,13 @@ class EventbusCollector(Collector):
         durations, ages = [], []
         for c in worker.consumers:
             s = c.stats
-            outcomes = (("ok", s.ok), ("error", s.errors), ("dead", s.dead),
-                        ("duplicate", s.duplicates), ("skipped", s.skipped))  # fmt: skip
+            outcomes = (
+                ("ok", s.ok),
+                ("error", s.errors),
+                ("dead", s.dead),
+                ("duplicate", s.duplicates),
+                ("skipped", s.skipped),
+            )
             for outcome, count in outcomes:
                 handled.add_metric([c.stream, c.group, c.spec.name, outcome], count)
             in_flight.add_metric([c.stream, c.group], c.in_flight)
@@ -234,8 +273,12 @@ class EventbusCollector(Collector):
             labels=["schedule", "outcome"],
         )
         for name, s in sorted(scheduler.stats.items()):
-            outcomes = (("fired", s.fired), ("duplicate", s.duplicates),
-                        ("skipped", s.skipped), ("error", s.errors))  # fmt: skip
+            outcomes = (
+                ("fired", s.fired),
+                ("duplicate", s.duplicates),
+                ("skipped", s.skipped),
+                ("error", s.errors),
+            )
             for outcome, count in outcomes:
                 fires.add_metric([name, outcome], count)
         yield fires

@@ -23,17 +23,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _dlq_parsers(sub, common)
     _group_parsers(sub, common)
     p = sub.add_parser(
-        "trim", parents=[common], help="trim a stream safely, now (the janitor's trim)",
+        "trim",
+        parents=[common],
+        help="trim a stream safely, now (the janitor's trim)",
         description="Remove entries older than the retention from STREAM, but never one a "
         "group has not read or acknowledged: the cut stops at the oldest entry any group "
         "still needs, and the output says which group that is. The retention comes from "
         "--retention, or from the stream's declaration in --app.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--retention", type=o.duration, metavar="DURATION",
-                        help="keep entries younger than this (e.g. 7d); 0: keep none "
-                        "that every group is done with")  # fmt: skip
+    source.add_argument(
+        "--retention",
+        type=o.duration,
+        metavar="DURATION",
+        help="keep entries younger than this (e.g. 7d); 0: keep none that every group is done with",
+    )
     source.add_argument("--app", metavar="APP", help="use the retention the app declares")
     p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
@@ -42,10 +47,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     dlq = sub.add_parser(
-        "dlq", help="dead letters: ls, show, redrive, purge",
+        "dlq",
+        help="dead letters: ls, show, redrive, purge",
         description="Dead letters of a stream: list them, show one, redrive (write back "
         "to the stream for the group that failed them), purge.",
-    )  # fmt: skip
+    )
     actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
     select = argparse.ArgumentParser(add_help=False)
     select.add_argument("stream", metavar="STREAM")
@@ -60,8 +66,12 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = actions.add_parser("show", parents=[common], help="one dead letter, in full")
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument("id", metavar="ID", type=o.stream_id,
-                   help="the dead letter's id (or else, the original entry's id)")  # fmt: skip
+    p.add_argument(
+        "id",
+        metavar="ID",
+        type=o.stream_id,
+        help="the dead letter's id (or else, the original entry's id)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
     p.set_defaults(handler=dlq_show)
 
@@ -100,35 +110,48 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     group = sub.add_parser(
-        "group", help="consumer groups: reset (replay or skip), delete-consumer, delete",
+        "group",
+        help="consumer groups: reset (replay or skip), delete-consumer, delete",
         description="Repair consumer groups.",
-    )  # fmt: skip
+    )
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser(
-        "reset", parents=[common], help="move a group's position: replay or skip entries",
+        "reset",
+        parents=[common],
+        help="move a group's position: replay or skip entries",
         description="Move GROUP's last-delivered id (XGROUP SETID): back to deliver entries "
         "again (a replay; idempotent handlers skip what they did), forward to skip them "
         "(asks first unless --yes). Pending entries stay with their consumers.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--to", required=True, type=o.position, metavar="ID|TIME|beginning|end",
-                   help="the new position: entries after it are delivered next")  # fmt: skip
+    p.add_argument(
+        "--to",
+        required=True,
+        type=o.position,
+        metavar="ID|TIME|beginning|end",
+        help="the new position: entries after it are delivered next",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask before skipping entries")
     p.set_defaults(handler=group_reset)
 
     p = actions.add_parser(
-        "delete-consumer", parents=[common], help="remove a consumer from a group",
+        "delete-consumer",
+        parents=[common],
+        help="remove a consumer from a group",
         description="Remove CONSUMER from GROUP. Refuses while it owns pending entries, "
         "unless --claim-to hands them to another consumer first (delivery counts kept).",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("consumer", metavar="CONSUMER")
     p.add_argument("--claim-to", metavar="OTHER", help="give its pending entries to OTHER first")
-    p.add_argument("--force", action="store_true",
-                   help="even if it was active in the last 30s (a running worker?)")  # fmt: skip
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="even if it was active in the last 30s (a running worker?)",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     p.set_defaults(handler=group_delete_consumer)
     _group_delete_parser(actions, common)
@@ -181,16 +204,30 @@ async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
         o.dump_json([d.as_json() for d in letters], out)
         return 0
     if not letters:
-        out.write(f"no dead letters for {args.stream!r}"
-                  + (f" in group {args.group!r}" if args.group else "") + "\n")  # fmt: skip
+        out.write(
+            f"no dead letters for {args.stream!r}"
+            + (f" in group {args.group!r}" if args.group else "")
+            + "\n"
+        )
         return 0
     o.table(
         ["ID", "ORIGINAL ID", "TYPE", "GROUP", "REASON", "ATTEMPTS", "ERROR"],
-        [[d.id, d.stream_id or "-", d.entry.type or "?", d.group or "-",
-          (d.reason or "-", "red"), "-" if d.attempts is None else str(d.attempts),
-          _short(d.error)] for d in letters],
-        out, colour=o.use_colour(out), right=(5,),
-    )  # fmt: skip
+        [
+            [
+                d.id,
+                d.stream_id or "-",
+                d.entry.type or "?",
+                d.group or "-",
+                (d.reason or "-", "red"),
+                "-" if d.attempts is None else str(d.attempts),
+                _short(d.error),
+            ]
+            for d in letters
+        ],
+        out,
+        colour=o.use_colour(out),
+        right=(5,),
+    )
     return 0
 
 
@@ -228,10 +265,14 @@ async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     colour = o.use_colour(out)
     head = f"dead letter {dead.id} of {args.stream} (original entry {dead.stream_id})"
     out.write(o.safe(head) + "\n")
-    for label, value in (("group", dead.group), ("handler", dead.handler),
-                         ("reason", dead.reason), ("attempts", dead.attempts),
-                         ("error", f"{dead.error_type}: {dead.error}" if dead.error_type
-                          else dead.error), ("moved at", dead.time)):  # fmt: skip
+    for label, value in (
+        ("group", dead.group),
+        ("handler", dead.handler),
+        ("reason", dead.reason),
+        ("attempts", dead.attempts),
+        ("error", f"{dead.error_type}: {dead.error}" if dead.error_type else dead.error),
+        ("moved at", dead.time),
+    ):
         out.write(f"  {label:<9} {'-' if value is None else _one_line(str(value))}\n")
     out.write("\nevent:\n")
     render_entry(dead.entry, out, colour)
@@ -286,11 +327,14 @@ async def dlq_purge(args: argparse.Namespace, out: TextIO | None = None) -> int:
             out.write("no dead letters to purge\n")
             return 0
         if not args.dry_run:
-            confirm(f"this deletes {len(letters)} dead letter(s) of {args.stream!r} for good",
-                    yes=args.yes)  # fmt: skip
+            confirm(
+                f"this deletes {len(letters)} dead letter(s) of {args.stream!r} for good",
+                yes=args.yes,
+            )
         n = await ins.purge_dead(bus, args.stream, letters, dry_run=args.dry_run)
-    out.write(f"{'would delete' if args.dry_run else 'deleted'} {n} dead letter(s) "
-              f"of {args.stream!r}\n")  # fmt: skip
+    out.write(
+        f"{'would delete' if args.dry_run else 'deleted'} {n} dead letter(s) of {args.stream!r}\n"
+    )
     return 0
 
 
@@ -302,13 +346,19 @@ async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> in
     async with connected(args) as bus:
         plan = await ins.reset_group(bus, args.stream, args.group, args.to, dry_run=True)
         if not args.dry_run and plan.skip:
-            confirm(f"group {args.group!r} would skip {_n(plan.skip, plan.capped)} unread "
-                    "entries, never delivering them", yes=args.yes)  # fmt: skip
+            confirm(
+                f"group {args.group!r} would skip {_n(plan.skip, plan.capped)} unread "
+                "entries, never delivering them",
+                yes=args.yes,
+            )
         if not args.dry_run and plan.repending:
-            confirm(f"{plan.repending} of group {args.group!r}'s pending entries lie after "
-                    "the new position: reading them again takes them from their consumers "
-                    "and restarts their delivery counts (a poison entry gets fresh "
-                    "attempts)", yes=args.yes)  # fmt: skip
+            confirm(
+                f"{plan.repending} of group {args.group!r}'s pending entries lie after "
+                "the new position: reading them again takes them from their consumers "
+                "and restarts their delivery counts (a poison entry gets fresh "
+                "attempts)",
+                yes=args.yes,
+            )
         if not args.dry_run:
             plan = await ins.reset_group(bus, args.stream, args.group, plan.to_id)
     verb = "would move" if args.dry_run else "moved"
@@ -318,11 +368,14 @@ async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> in
     if plan.skip:
         out.write(f"  {_n(plan.skip, plan.capped)} unread entries are skipped\n")
     if plan.repending:
-        out.write(f"  {plan.repending} pending entries after it will be read again, their "
-                  "delivery counts restarting at 1\n")  # fmt: skip
+        out.write(
+            f"  {plan.repending} pending entries after it will be read again, their "
+            "delivery counts restarting at 1\n"
+        )
     if plan.pending - plan.repending:
-        out.write(f"  {plan.pending - plan.repending} pending entries stay pending with "
-                  "their consumers\n")  # fmt: skip
+        out.write(
+            f"  {plan.pending - plan.repending} pending entries stay pending with their consumers\n"
+        )
     return 0
 
 
@@ -334,9 +387,14 @@ async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = N
     out = out or sys.stdout
     async with connected(args) as bus:
         r = await ins.delete_consumer(
-            bus, args.stream, args.group, args.consumer, claim_to=args.claim_to,
-            dry_run=args.dry_run, force=args.force,
-        )  # fmt: skip
+            bus,
+            args.stream,
+            args.group,
+            args.consumer,
+            claim_to=args.claim_to,
+            dry_run=args.dry_run,
+            force=args.force,
+        )
     prefix = "would delete" if args.dry_run else "deleted"
     claimed = f"; {r.claimed} pending entries handed to {r.claimed_to}" if r.claimed else ""
     out.write(f"{prefix} consumer {r.consumer} from group {args.group}{claimed}\n")
@@ -395,9 +453,12 @@ async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
         o.dump_json(_trim_json(report, args.dry_run), out)
         return 0
     verb = "would remove" if args.dry_run else "removed"
-    out.write(f"{verb} {report.removed:,} of {report.length_before:,} entries from "
-              f"{args.stream!r}" + (f" (cut at {format_id(report.cut)})" if report.cut else "")
-              + f"\n  why it stops there: {report.reason}\n")  # fmt: skip
+    out.write(
+        f"{verb} {report.removed:,} of {report.length_before:,} entries from "
+        f"{args.stream!r}"
+        + (f" (cut at {format_id(report.cut)})" if report.cut else "")
+        + f"\n  why it stops there: {report.reason}\n"
+    )
     for need in report.groups:
         needs = f"group {need.group} needs entries from {format_id(need.needs_from)}"
         out.write(o.safe(f"  {needs} ({need.why})") + "\n")
@@ -406,10 +467,14 @@ async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _trim_json(report: TrimReport, dry_run: bool) -> dict[str, Any]:
     return {
-        "stream": report.stream, "dry_run": dry_run, "length_before": report.length_before,
-        "removed": report.removed, "cut": format_id(report.cut) if report.cut else None,
-        "reason": report.reason, "groups": [_need_json(n) for n in report.groups],
-    }  # fmt: skip
+        "stream": report.stream,
+        "dry_run": dry_run,
+        "length_before": report.length_before,
+        "removed": report.removed,
+        "cut": format_id(report.cut) if report.cut else None,
+        "reason": report.reason,
+        "groups": [_need_json(n) for n in report.groups],
+    }
 
 
 def _need_json(need: GroupNeed) -> dict[str, Any]:

@@ -45,14 +45,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"key prefix of the channel addresses (default {DEFAULT_PREFIX!r}, $EVENTBUS_PREFIX)",
     )
     doc.add_argument(
-        "--app-version", default="0.0.0", metavar="VERSION",
+        "--app-version",
+        default="0.0.0",
+        metavar="VERSION",
         help="info.version of the document (default 0.0.0)",
-    )  # fmt: skip
+    )
     doc.add_argument(
-        "--format", choices=["json", "yaml"],
+        "--format",
+        choices=["json", "yaml"],
         help="json (default) or yaml (needs PyYAML); default yaml for an --output "
         "ending in .yaml or .yml",
-    )  # fmt: skip
+    )
     doc.add_argument(
         "--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout"
     )
@@ -170,8 +173,17 @@ def _handler_table(handlers: list[dict[str, Any]], out: TextIO, colour: bool) ->
         ]
         for h in handlers
     ]
-    headers = ["GROUP", "STREAMS", "EVENT TYPES", "CONCURRENCY", "MAX_ATTEMPTS", "LEASE",
-               "TIMEOUT", "IDEMPOTENT", "KIND"]  # fmt: skip
+    headers = [
+        "GROUP",
+        "STREAMS",
+        "EVENT TYPES",
+        "CONCURRENCY",
+        "MAX_ATTEMPTS",
+        "LEASE",
+        "TIMEOUT",
+        "IDEMPOTENT",
+        "KIND",
+    ]
     table(headers, rows, out, colour=colour, right=(3, 4, 5, 6))
 
 

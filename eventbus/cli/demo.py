@@ -71,8 +71,10 @@ def drained(info: StreamInfo, groups: set[str]) -> bool:
     return all(
         name in by_name and by_name[name].pending == 0 and (by_name[name].lag or 0) == 0
         for name in groups
-    ) and all(by_name[name].lag is not None or by_name[name].last_delivered_id == info.last_id
-              for name in groups)  # fmt: skip
+    ) and all(
+        by_name[name].lag is not None or by_name[name].last_delivered_id == info.last_id
+        for name in groups
+    )
 
 
 async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

@@ -60,80 +60,115 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     parents = [common, json_opt]
 
     p = sub.add_parser(
-        "streams", parents=parents, help="list streams: length, age, groups, lag, dead letters",
+        "streams",
+        parents=parents,
+        help="list streams: length, age, groups, lag, dead letters",
         description="Every stream under --prefix: length, first and last entry with their "
         "age, consumer groups, total lag, dead letters, memory.",
-    )  # fmt: skip
+    )
     p.set_defaults(handler=streams)
 
     p = sub.add_parser(
-        "info", parents=parents, help="a stream, its groups and their consumers",
+        "info",
+        parents=parents,
+        help="a stream, its groups and their consumers",
         description="The stream, then each consumer group (consumers, pending, lag, "
         "last-delivered id, oldest pending age, dead letters) and each consumer (pending, idle).",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.set_defaults(handler=info)
 
     p = sub.add_parser(
-        "pending", parents=parents, help="a group's pending entries (read, not acknowledged)",
+        "pending",
+        parents=parents,
+        help="a group's pending entries (read, not acknowledged)",
         description="A group's pending entries, oldest first: id, consumer, idle time, "
         "deliveries, event type.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--consumer", metavar="C", help="only this consumer's entries")
-    p.add_argument("--idle", type=o.duration, default=0.0, metavar="DURATION",
-                   help="only entries idle at least this long (e.g. 30s, 5m)")  # fmt: skip
-    p.add_argument("--limit", type=o.positive, default=100, metavar="N",
-                   help="at most N entries (default 100)")  # fmt: skip
+    p.add_argument(
+        "--idle",
+        type=o.duration,
+        default=0.0,
+        metavar="DURATION",
+        help="only entries idle at least this long (e.g. 30s, 5m)",
+    )
+    p.add_argument(
+        "--limit", type=o.positive, default=100, metavar="N", help="at most N entries (default 100)"
+    )
     p.set_defaults(handler=pending)
 
     p = sub.add_parser(
-        "tail", parents=parents, help="decoded events, newest last; -f to follow",
+        "tail",
+        parents=parents,
+        help="decoded events, newest last; -f to follow",
         description="Decoded events of STREAM (envelope and payload), newest last. With "
         "--follow, keep printing new events until Ctrl-C.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument("-n", type=o.non_negative, default=10, metavar="N",
-                   help="how many events (default 10)")  # fmt: skip
-    p.add_argument("--from", dest="start", type=o.id_or_time, metavar="ID|TIME",
-                   help="the first N events from this id or ISO time (not the last N)")  # fmt: skip
+    p.add_argument(
+        "-n", type=o.non_negative, default=10, metavar="N", help="how many events (default 10)"
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        type=o.id_or_time,
+        metavar="ID|TIME",
+        help="the first N events from this id or ISO time (not the last N)",
+    )
     p.add_argument("-f", "--follow", action="store_true", help="then print new events live")
-    p.add_argument("--type", dest="types", action="append", default=[], metavar="T",
-                   help="only events of this type (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only events of this type (repeatable)",
+    )
     p.add_argument("--key", metavar="K", help="only events with this key")
     p.set_defaults(handler=tail)
 
     p = sub.add_parser(
-        "show", parents=parents, help="one entry, decoded, and its state in each group",
+        "show",
+        parents=parents,
+        help="one entry, decoded, and its state in each group",
         description="One entry of STREAM, decoded, with where it stands in each group: "
         "unread, pending (consumer, deliveries), acknowledged, or dead-lettered.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("id", metavar="ID", type=o.stream_id)
     p.set_defaults(handler=show)
 
     p = sub.add_parser(
-        "publish", parents=[common], help="write an event from the command line",
+        "publish",
+        parents=[common],
+        help="write an event from the command line",
         description="Write an event of TYPE to STREAM in the standard envelope. DATA must "
         "be a JSON object; with --key, the idempotent producer writes it once per key "
         "within the dedup window.",
-    )  # fmt: skip
+    )
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("type", metavar="TYPE")
     p.add_argument("--data", required=True, metavar="JSON", help="the payload, a JSON object")
     p.add_argument("--key", metavar="K", help="idempotency key (and the event's key)")
-    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
-                   help="a header (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="a header (repeatable)"
+    )
     p.add_argument(
         "--app",
         metavar="APP",
         help="check --data against the event class APP declares for STREAM and TYPE "
         "(strictly: every required field, right types, no unknown field)",
     )
-    p.add_argument("--dedup-window", type=o.duration, default=DEFAULT_DEDUP_WINDOW_S,
-                   metavar="DURATION",
-                   help="how long --key is remembered (default 10m; 0: no dedup)")  # fmt: skip
+    p.add_argument(
+        "--dedup-window",
+        type=o.duration,
+        default=DEFAULT_DEDUP_WINDOW_S,
+        metavar="DURATION",
+        help="how long --key is remembered (default 10m; 0: no dedup)",
+    )
     p.set_defaults(handler=publish)
 
 
@@ -153,22 +188,40 @@ async def streams(args: argparse.Namespace, out: TextIO | None = None) -> int:
     colour = o.use_colour(out)
     o.table(
         ["STREAM", "LENGTH", "FIRST", "LAST", "GROUPS", "LAG", "DLQ", "MEMORY"],
-        [[s.name, o.count(s.length), _aged(s.first_id), _aged(s.last_id), str(s.groups),
-          _lag_cell(s.lag), _dlq_cell(s.dlq_length), o.human_bytes(s.memory_bytes)]
-         for s in rows],
-        out, colour=colour, right=(1, 4, 5, 6, 7),
-    )  # fmt: skip
+        [
+            [
+                s.name,
+                o.count(s.length),
+                _aged(s.first_id),
+                _aged(s.last_id),
+                str(s.groups),
+                _lag_cell(s.lag),
+                _dlq_cell(s.dlq_length),
+                o.human_bytes(s.memory_bytes),
+            ]
+            for s in rows
+        ],
+        out,
+        colour=colour,
+        right=(1, 4, 5, 6, 7),
+    )
     return 0
 
 
 def _stream_json(s: ins.StreamSummary) -> dict[str, Any]:
     return {
-        "stream": s.name, "key": s.key, "length": s.length,
-        "first_id": s.first_id, "first_age_s": _round(s.first_age_s),
-        "last_id": s.last_id, "last_age_s": _round(s.last_age_s),
-        "groups": s.groups, "lag": s.lag, "dlq_length": s.dlq_length,
+        "stream": s.name,
+        "key": s.key,
+        "length": s.length,
+        "first_id": s.first_id,
+        "first_age_s": _round(s.first_age_s),
+        "last_id": s.last_id,
+        "last_age_s": _round(s.last_age_s),
+        "groups": s.groups,
+        "lag": s.lag,
+        "dlq_length": s.dlq_length,
         "memory_bytes": s.memory_bytes,
-    }  # fmt: skip
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -202,55 +255,82 @@ async def info(args: argparse.Namespace, out: TextIO | None = None) -> int:
     s = detail.stream
     colour = o.use_colour(out)
     out.write(o.paint(f"stream {s.name}", "bold", colour) + f"  ({s.key})\n")
-    out.write(f"  length {o.count(s.length)}, added {o.count(s.entries_added)}, "
-              f"memory {o.human_bytes(detail.memory_bytes)}\n"
-              f"  first {_aged(s.first_id)}\n  last  {_aged(s.last_id)}\n"
-              f"  dead letters {o.count(s.dlq_length)}\n")  # fmt: skip
+    out.write(
+        f"  length {o.count(s.length)}, added {o.count(s.entries_added)}, "
+        f"memory {o.human_bytes(detail.memory_bytes)}\n"
+        f"  first {_aged(s.first_id)}\n  last  {_aged(s.last_id)}\n"
+        f"  dead letters {o.count(s.dlq_length)}\n"
+    )
     if not detail.groups:
         out.write("\nno consumer groups\n")
         return 0
     out.write("\n")
     o.table(
         ["GROUP", "CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "OLDEST PENDING", "DEAD"],
-        [[g.name, str(len(g.consumers)), o.count(g.pending), _lag_cell(g.lag),
-          g.last_delivered_id, o.ago(g.oldest_pending_age_s),
-          _dlq_cell(g.dead_letters, exact=detail.dead_letters_exact)]
-         for g in detail.groups],
-        out, colour=colour, right=(1, 2, 3, 5, 6),
-    )  # fmt: skip
+        [
+            [
+                g.name,
+                str(len(g.consumers)),
+                o.count(g.pending),
+                _lag_cell(g.lag),
+                g.last_delivered_id,
+                o.ago(g.oldest_pending_age_s),
+                _dlq_cell(g.dead_letters, exact=detail.dead_letters_exact),
+            ]
+            for g in detail.groups
+        ],
+        out,
+        colour=colour,
+        right=(1, 2, 3, 5, 6),
+    )
     consumers = [(g.name, c) for g in detail.groups for c in g.consumers]
     if consumers:
         out.write("\n")
         o.table(
             ["GROUP", "CONSUMER", "PENDING", "IDLE"],
             [[g, c.name, o.count(c.pending), o.ago(c.idle_s)] for g, c in consumers],
-            out, colour=colour, right=(2, 3),
-        )  # fmt: skip
+            out,
+            colour=colour,
+            right=(2, 3),
+        )
     return 0
 
 
 def _detail_json(detail: ins.StreamDetail) -> dict[str, Any]:
     s = detail.stream
     return {
-        "stream": s.name, "key": s.key, "length": s.length, "entries_added": s.entries_added,
-        "first_id": s.first_id, "last_id": s.last_id, "dlq_length": s.dlq_length,
-        "memory_bytes": detail.memory_bytes, "dead_letters_exact": detail.dead_letters_exact,
+        "stream": s.name,
+        "key": s.key,
+        "length": s.length,
+        "entries_added": s.entries_added,
+        "first_id": s.first_id,
+        "last_id": s.last_id,
+        "dlq_length": s.dlq_length,
+        "memory_bytes": detail.memory_bytes,
+        "dead_letters_exact": detail.dead_letters_exact,
         "groups": [
             {
-                "group": g.name, "pending": g.pending, "lag": g.lag,
-                "last_delivered_id": g.last_delivered_id, "entries_read": g.entries_read,
+                "group": g.name,
+                "pending": g.pending,
+                "lag": g.lag,
+                "last_delivered_id": g.last_delivered_id,
+                "entries_read": g.entries_read,
                 "oldest_pending_id": g.oldest_pending_id,
                 "oldest_pending_age_s": _round(g.oldest_pending_age_s),
                 "dead_letters": g.dead_letters,
                 "consumers": [
-                    {"consumer": c.name, "pending": c.pending, "idle_s": c.idle_s,
-                     "inactive_s": c.inactive_s}
+                    {
+                        "consumer": c.name,
+                        "pending": c.pending,
+                        "idle_s": c.idle_s,
+                        "inactive_s": c.inactive_s,
+                    }
                     for c in g.consumers
                 ],
             }
             for g in detail.groups
         ],
-    }  # fmt: skip
+    }
 
 
 # -- pending ----------------------------------------------------------------------------
@@ -260,25 +340,48 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     async with connected(args) as bus:
         rows = await ins.pending_entries(
-            bus, args.stream, args.group, consumer=args.consumer, min_idle_s=args.idle,
+            bus,
+            args.stream,
+            args.group,
+            consumer=args.consumer,
+            min_idle_s=args.idle,
             limit=args.limit,
-        )  # fmt: skip
+        )
     if args.json:
-        o.dump_json([{"id": p.id, "consumer": p.consumer, "idle_s": p.idle_s,
-                      "deliveries": p.deliveries, "type": p.type, "gone": p.gone}
-                     for p in rows], out)  # fmt: skip
+        o.dump_json(
+            [
+                {
+                    "id": p.id,
+                    "consumer": p.consumer,
+                    "idle_s": p.idle_s,
+                    "deliveries": p.deliveries,
+                    "type": p.type,
+                    "gone": p.gone,
+                }
+                for p in rows
+            ],
+            out,
+        )
         return 0
     if not rows:
         out.write(f"group {args.group!r} has no pending entries matching\n")
         return 0
     o.table(
         ["ID", "CONSUMER", "IDLE", "DELIVERIES", "TYPE"],
-        [[p.id, p.consumer, o.ago(p.idle_s),
-          (str(p.deliveries), "yellow" if p.deliveries > 1 else None),
-          ("(gone from the stream)", "dim") if p.gone else p.type or ("(no type)", "red")]
-         for p in rows],
-        out, colour=o.use_colour(out), right=(2, 3),
-    )  # fmt: skip
+        [
+            [
+                p.id,
+                p.consumer,
+                o.ago(p.idle_s),
+                (str(p.deliveries), "yellow" if p.deliveries > 1 else None),
+                ("(gone from the stream)", "dim") if p.gone else p.type or ("(no type)", "red"),
+            ]
+            for p in rows
+        ],
+        out,
+        colour=o.use_colour(out),
+        right=(2, 3),
+    )
     return 0
 
 
@@ -304,9 +407,16 @@ def render_entry(entry: ins.Entry, out: TextIO, colour: bool) -> None:
     head = [o.paint(o.safe(entry.id), "blue", colour), o.iso_of_id(entry.id) or ""]
     if env is not None:
         head.append(o.paint(_line(env.type, SHOWN_VALUE), "bold", colour))
-        head += [f"{name}={_line(value, SHOWN_VALUE)}" for name, value in (
-            ("key", env.key), ("source", env.source), ("event", env.id),
-            ("target", env.target)) if value]  # fmt: skip
+        head += [
+            f"{name}={_line(value, SHOWN_VALUE)}"
+            for name, value in (
+                ("key", env.key),
+                ("source", env.source),
+                ("event", env.id),
+                ("target", env.target),
+            )
+            if value
+        ]
         headers = list(env.headers.items())
         head += [
             f"h:{_line(k, SHOWN_VALUE)}={_line(v, SHOWN_VALUE)}" for k, v in headers[:SHOWN_HEADERS]
@@ -361,8 +471,9 @@ async def _follow(
         loop.add_signal_handler(sig, stop.set)
 
     async def pump() -> None:
-        async for entry in ins.follow(bus, args.stream, after=after, types=args.types,
-                                      key=args.key):  # fmt: skip
+        async for entry in ins.follow(
+            bus, args.stream, after=after, types=args.types, key=args.key
+        ):
             _emit(entry, args.json, out, colour)
             out.flush()
 
@@ -396,16 +507,24 @@ async def show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out.write("\n")
     o.table(
         ["GROUP", "STATE", "CONSUMER", "DELIVERIES", "IDLE"],
-        [[s.group, (_state_text(s), _STATE_COLOUR.get(s.state)), s.consumer or "-",
-          "-" if s.deliveries is None else str(s.deliveries), o.ago(s.idle_s)]
-         for s in states],
-        out, colour=colour, right=(3, 4),
-    )  # fmt: skip
+        [
+            [
+                s.group,
+                (_state_text(s), _STATE_COLOUR.get(s.state)),
+                s.consumer or "-",
+                "-" if s.deliveries is None else str(s.deliveries),
+                o.ago(s.idle_s),
+            ]
+            for s in states
+        ],
+        out,
+        colour=colour,
+        right=(3, 4),
+    )
     return 0
 
 
-_STATE_COLOUR = {"passed": "green", "pending": "yellow", "dead-lettered": "red",
-                 "unread": "blue"}  # fmt: skip
+_STATE_COLOUR = {"passed": "green", "pending": "yellow", "dead-lettered": "red", "unread": "blue"}
 
 
 def _state_text(s: ins.DeliveryState) -> str:
@@ -419,9 +538,15 @@ def _state_text(s: ins.DeliveryState) -> str:
 
 
 def _state_json(s: ins.DeliveryState) -> dict[str, Any]:
-    return {"group": s.group, "state": s.state, "consumer": s.consumer,
-            "deliveries": s.deliveries, "idle_s": s.idle_s,
-            "dead_letter_id": s.dead_letter_id, "target": s.target}  # fmt: skip
+    return {
+        "group": s.group,
+        "state": s.state,
+        "consumer": s.consumer,
+        "deliveries": s.deliveries,
+        "idle_s": s.idle_s,
+        "dead_letter_id": s.dead_letter_id,
+        "target": s.target,
+    }
 
 
 # -- publish ----------------------------------------------------------------------------
@@ -495,24 +620,30 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.app is not None:
         data = _typed_payload(args.app, args.stream, args.type, data)
     fields = field_list(
-        type_name=args.type, data=data, source="eventbus-cli", key=args.key,
+        type_name=args.type,
+        data=data,
+        source="eventbus-cli",
+        key=args.key,
         headers=_headers(args.header) or None,
-    )  # fmt: skip
+    )
     async with connected(args) as bus:
         key = bus.keys.stream(args.stream)
         if args.key and args.dedup_window > 0:
             reply: Any = await bus.wire.script(
-                SCRIPTS.publish_dedup, [key, bus.keys.pub(args.stream, args.key)],
+                SCRIPTS.publish_dedup,
+                [key, bus.keys.pub(args.stream, args.key)],
                 [max(1, int(args.dedup_window * 1000)), 0, *fields],
-            )  # fmt: skip
+            )
             entry_id, duplicate = _str(reply[0]), bool(int(reply[1]))
         else:
             client: Any = bus.redis
             entry = dict(zip(fields[::2], fields[1::2], strict=True))
             entry_id, duplicate = _str(await client.xadd(key, entry)), False
     if duplicate:
-        out.write(f"{entry_id} (duplicate: key {args.key!r} was published within the window; "
-                  "nothing written)\n")  # fmt: skip
+        out.write(
+            f"{entry_id} (duplicate: key {args.key!r} was published within the window; "
+            "nothing written)\n"
+        )
     else:
         out.write(f"{entry_id}\n")
     return 0

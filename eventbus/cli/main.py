@@ -66,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"key prefix (default {DEFAULT_PREFIX!r}, $EVENTBUS_PREFIX)",
     )
     conn.add_argument(
-        "--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+        "--connect-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
         help="give up if Redis does not answer within this long at start (default 10)",
-    )  # fmt: skip
+    )
     common.add_argument(
         "--log-level",
         default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),
@@ -78,16 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     observability = argparse.ArgumentParser(add_help=False)
     observe = observability.add_argument_group("observability")
     observe.add_argument(
-        "--metrics-port", type=_port, metavar="PORT",
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
         default=_port(os.environ["EVENTBUS_METRICS_PORT"])
-        if os.environ.get("EVENTBUS_METRICS_PORT") else None,
+        if os.environ.get("EVENTBUS_METRICS_PORT")
+        else None,
         help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics ($EVENTBUS_METRICS_PORT)",
-    )  # fmt: skip
+    )
     observe.add_argument(
-        "--otel", action="store_true", default=bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")),
+        "--otel",
+        action="store_true",
+        default=bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")),
         help="export traces over OTLP/HTTP, configured by the OTEL_* variables "
         "(on when OTEL_EXPORTER_OTLP_ENDPOINT is set; needs eventbus[otel])",
-    )  # fmt: skip
+    )
 
     parser = argparse.ArgumentParser(
         prog="eventbus",
@@ -107,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app_options.add_argument("--consumer", help="consumer name (default: host-pid-random)")
     app_options.add_argument(
-        "--grace", type=_positive_float, default=30.0, metavar="SECONDS",
+        "--grace",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
         help="shutdown grace period for in-flight handlers (default 30)",
-    )  # fmt: skip
+    )
 
     run = sub.add_parser(
         "run",
@@ -150,13 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
         "every group has settled every event, and summarise what Redis holds.",
     )
     demo.add_argument(
-        "--events", type=positive, default=3000, metavar="N",
+        "--events",
+        type=positive,
+        default=3000,
+        metavar="N",
         help="how many events to publish (default 3000)",
-    )  # fmt: skip
+    )
     demo.add_argument(
-        "--timeout", type=_positive_float, default=120.0, metavar="SECONDS",
+        "--timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
         help="give up waiting for the groups after this long (default 120)",
-    )  # fmt: skip
+    )
     demo.set_defaults(prefix_default="demo")
     for add_parsers in _more_commands():
         add_parsers(sub, common)

@@ -44,14 +44,21 @@ async def run(args: argparse.Namespace) -> int:
             for consumer in worker.consumers:
                 log.info(
                     "handler %s: group %s on stream %s (concurrency %d)",
-                    consumer.spec.name, consumer.group, consumer.stream,
+                    consumer.spec.name,
+                    consumer.group,
+                    consumer.stream,
                     consumer.spec.concurrency,
-                )  # fmt: skip
+                )
             services.append(worker)
         if want_scheduler:
             for schedule in router.schedules:
-                log.info("schedule %s: %r in %s (misfire=%s)", schedule.name, schedule.spec,
-                         schedule.tz_name, schedule.misfire)  # fmt: skip
+                log.info(
+                    "schedule %s: %r in %s (misfire=%s)",
+                    schedule.name,
+                    schedule.spec,
+                    schedule.tz_name,
+                    schedule.misfire,
+                )
             scheduler_ = Scheduler(bus, router.schedules)
             services.append(scheduler_)
         observe(args, bus, worker=worker, scheduler=scheduler_)

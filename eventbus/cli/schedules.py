@@ -12,8 +12,18 @@ from eventbus.cli import output as o
 from eventbus.cli.loader import load_app
 from eventbus.schedules.cron import next_tick
 
-COLUMNS = ("name", "spec", "tz", "next_tick", "last_tick", "last_fired_at", "fires",
-           "duplicates", "skipped", "errors")  # fmt: skip
+COLUMNS = (
+    "name",
+    "spec",
+    "tz",
+    "next_tick",
+    "last_tick",
+    "last_fired_at",
+    "fires",
+    "duplicates",
+    "skipped",
+    "errors",
+)
 
 
 async def schedule_rows(bus: EventBus, app: str | None) -> list[dict[str, Any]]:

@@ -25,18 +25,33 @@ ENTER, LEAVE, HOME = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l", "\x1b[H\x1b
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "top", parents=[common], help="live view: rates, lag, pending, dead letters",
+        "top",
+        parents=[common],
+        help="live view: rates, lag, pending, dead letters",
         description="A live view of every stream and group under --prefix, refreshed every "
         "--interval: publish and consume rates, lag, pending, oldest pending age, dead "
         "letters, consumers. Ctrl-C quits. Rates need Redis 7 (they come from the "
         "entries-added and entries-read counters).",
-    )  # fmt: skip
-    p.add_argument("--interval", type=o.duration, default=1.0, metavar="DURATION",
-                   help="refresh period (default 1s)")  # fmt: skip
-    p.add_argument("--iterations", type=o.non_negative, default=0, metavar="N",
-                   help="stop after N refreshes (default: until Ctrl-C)")  # fmt: skip
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per refresh (one per line) instead")  # fmt: skip
+    )
+    p.add_argument(
+        "--interval",
+        type=o.duration,
+        default=1.0,
+        metavar="DURATION",
+        help="refresh period (default 1s)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=o.non_negative,
+        default=0,
+        metavar="N",
+        help="stop after N refreshes (default: until Ctrl-C)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per refresh (one per line) instead",
+    )
     p.set_defaults(handler=top)
 
 
@@ -78,9 +93,12 @@ async def _loop(
 
 
 async def _refresh(
-    bus: EventBus, args: argparse.Namespace, out: TextIO, before: ins.Snapshot | None,
+    bus: EventBus,
+    args: argparse.Namespace,
+    out: TextIO,
+    before: ins.Snapshot | None,
     screen: bool,
-) -> ins.Snapshot | None:  # fmt: skip
+) -> ins.Snapshot | None:
     """Show one refresh; the snapshot for the next one's rates (None after an error)."""
     try:
         now = await ins.snapshot(bus)
@@ -119,11 +137,14 @@ def _rates(
     if before is None:
         return {}, {}
     span = now.at - before.at
-    published = {s: ins.rate(n, before.entries_added.get(s), span)
-                 for s, n in now.entries_added.items()}  # fmt: skip
+    published = {
+        s: ins.rate(n, before.entries_added.get(s), span) for s, n in now.entries_added.items()
+    }
     old = {(g.stream, g.group): g.entries_read for g in before.groups}
-    consumed = {(g.stream, g.group): ins.rate(g.entries_read, old.get((g.stream, g.group)), span)
-                for g in now.groups}  # fmt: skip
+    consumed = {
+        (g.stream, g.group): ins.rate(g.entries_read, old.get((g.stream, g.group)), span)
+        for g in now.groups
+    }
     return published, consumed
 
 
@@ -148,21 +169,53 @@ def render(
     rows: list[list[o.Cell]] = []
     for s in now.streams:
         dead: o.Cell = (o.count(dlq[s.name]), "red" if dlq[s.name] else None)
-        rows.append([s.name, "", _per_s(published.get(s.name), first), "", o.count(s.length),
-                     "", "", "", dead, ""])  # fmt: skip
+        rows.append(
+            [
+                s.name,
+                "",
+                _per_s(published.get(s.name), first),
+                "",
+                o.count(s.length),
+                "",
+                "",
+                "",
+                dead,
+                "",
+            ]
+        )
         for g in (g for g in now.groups if g.stream == s.name):
             stuck = (g.oldest_pending_age_s or 0) > 60
-            rows.append([
-                "", g.group, "", _per_s(consumed.get((g.stream, g.group)), first),
-                "", ("?" if g.lag is None else o.count(g.lag), "yellow" if g.lag else None),
-                o.count(g.pending),
-                (o.ago(g.oldest_pending_age_s), "red" if stuck else None), "",
-                # no consumers is a problem only with work waiting (a worker blocked on an
-                # empty stream may not be registered yet)
-                (str(g.consumers), "red" if g.consumers == 0 and (g.lag or g.pending) else None),
-            ])  # fmt: skip
-    headers = ["STREAM", "GROUP", "IN/S", "OUT/S", "LENGTH", "LAG", "PENDING", "OLDEST", "DLQ",
-               "CONSUMERS"]  # fmt: skip
+            rows.append(
+                [
+                    "",
+                    g.group,
+                    "",
+                    _per_s(consumed.get((g.stream, g.group)), first),
+                    "",
+                    ("?" if g.lag is None else o.count(g.lag), "yellow" if g.lag else None),
+                    o.count(g.pending),
+                    (o.ago(g.oldest_pending_age_s), "red" if stuck else None),
+                    "",
+                    # no consumers is a problem only with work waiting (a worker blocked on an
+                    # empty stream may not be registered yet)
+                    (
+                        str(g.consumers),
+                        "red" if g.consumers == 0 and (g.lag or g.pending) else None,
+                    ),
+                ]
+            )
+    headers = [
+        "STREAM",
+        "GROUP",
+        "IN/S",
+        "OUT/S",
+        "LENGTH",
+        "LAG",
+        "PENDING",
+        "OLDEST",
+        "DLQ",
+        "CONSUMERS",
+    ]
     o.table(headers, rows, out, colour=colour, right=(2, 3, 4, 5, 6, 7, 8, 9))
 
 
@@ -171,14 +224,24 @@ def view_json(now: ins.Snapshot, before: ins.Snapshot | None) -> dict[str, Any]:
     return {
         "at": round(now.at, 3),
         "streams": [
-            {"stream": s.name, "length": s.length, "dlq_length": s.dlq_length,
-             "publish_rate": published.get(s.name),
-             "groups": [
-                 {"group": g.group, "consumers": g.consumers, "pending": g.pending,
-                  "lag": g.lag, "oldest_pending_age_s": g.oldest_pending_age_s,
-                  "consume_rate": consumed.get((g.stream, g.group))}
-                 for g in now.groups if g.stream == s.name
-             ]}
+            {
+                "stream": s.name,
+                "length": s.length,
+                "dlq_length": s.dlq_length,
+                "publish_rate": published.get(s.name),
+                "groups": [
+                    {
+                        "group": g.group,
+                        "consumers": g.consumers,
+                        "pending": g.pending,
+                        "lag": g.lag,
+                        "oldest_pending_age_s": g.oldest_pending_age_s,
+                        "consume_rate": consumed.get((g.stream, g.group)),
+                    }
+                    for g in now.groups
+                    if g.stream == s.name
+                ],
+            }
             for s in now.streams
         ],
-    }  # fmt: skip
+    }

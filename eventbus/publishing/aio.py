@@ -233,9 +233,12 @@ class AsyncFlusher:
         """Send one batch; returns what must be tried again."""
         try:
             outcomes = await send(
-                [p.prepared for p in batch], self._io, self._stats, "publish_nowait",
+                [p.prepared for p in batch],
+                self._io,
+                self._stats,
+                "publish_nowait",
                 retried=True,
-            )  # fmt: skip
+            )
         except (RedisError, OSError) as exc:  # nothing was sent (could not connect)
             log.warning("publish_nowait: Redis unavailable (%s); retrying", describe_error(exc))
             return batch

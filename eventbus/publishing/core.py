@@ -206,9 +206,14 @@ class PublishCore:
         try:
             traceparent, tracestate = tracing.carrier_of(span)
             prepared = self.prepare(
-                event, key=key, stream=stream, headers=headers, dedup_window=dedup_window,
-                traceparent=traceparent, tracestate=tracestate,
-            )  # fmt: skip
+                event,
+                key=key,
+                stream=stream,
+                headers=headers,
+                dedup_window=dedup_window,
+                traceparent=traceparent,
+                tracestate=tracestate,
+            )
         except BaseException as exc:
             tracing.finish(span, None, exc)
             raise
@@ -339,9 +344,10 @@ def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[
         return outcomes  # type: ignore[return-value]
     results: list[str | None] = [o if isinstance(o, PublishResult) else None for o in outcomes]
     failed = {
-        i: o for i, o in enumerate(outcomes) if isinstance(o, Exception)
-        and not isinstance(o, OutcomeUnknown)
-    }  # fmt: skip
+        i: o
+        for i, o in enumerate(outcomes)
+        if isinstance(o, Exception) and not isinstance(o, OutcomeUnknown)
+    }
     unknown = [i for i, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
     written = sum(r is not None for r in results)
     first = min([*failed, *unknown])

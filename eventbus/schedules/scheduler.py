@@ -121,8 +121,10 @@ class Scheduler(Runs):
                 delay = reconnect.next_delay()
                 log.warning(
                     "schedule %s: Redis unavailable (%s); retrying in %.1fs",
-                    spec.name, exc, delay,
-                )  # fmt: skip
+                    spec.name,
+                    exc,
+                    delay,
+                )
                 await self._sleep(delay)
             except Exception:
                 log.exception("schedule %s: unexpected error; retrying", spec.name)
@@ -179,15 +181,25 @@ class Scheduler(Runs):
             written, duplicates, error = await self._fire(spec, tick)
         else:
             stats.skipped += 1
-            log.info("schedule %s: skipped tick %s (misfire=%s)", spec.name, iso(tick),
-                     spec.misfire)  # fmt: skip
+            log.info(
+                "schedule %s: skipped tick %s (misfire=%s)", spec.name, iso(tick), spec.misfire
+            )
         upcoming = next_tick(spec.cron, spec.tz, tick)
         await self.bus.wire.script(
             SCRIPTS.sched_record,
             [self.bus.keys.schedule(spec.name)],
-            [iso(tick), iso(datetime.now(UTC)), iso(upcoming), written, duplicates,
-             0 if fire else 1, spec.spec, spec.tz_name, error],
-        )  # fmt: skip
+            [
+                iso(tick),
+                iso(datetime.now(UTC)),
+                iso(upcoming),
+                written,
+                duplicates,
+                0 if fire else 1,
+                spec.spec,
+                spec.tz_name,
+                error,
+            ],
+        )
         await self._register(spec)
 
     async def _register(self, spec: ScheduleSpec) -> None:
@@ -240,8 +252,13 @@ class Scheduler(Runs):
                     log.error("schedule %s: tick %s not published: %s", spec.name, iso(tick), exc)
                     return f"{type(exc).__name__}: {exc}"
                 delay = reconnect.next_delay()
-                log.warning("schedule %s: publishing tick %s failed (%s); retrying in %.1fs",
-                            spec.name, iso(tick), exc, delay)  # fmt: skip
+                log.warning(
+                    "schedule %s: publishing tick %s failed (%s); retrying in %.1fs",
+                    spec.name,
+                    iso(tick),
+                    exc,
+                    delay,
+                )
                 await self._sleep(delay)
             except EventBusError as exc:  # an invalid event: no retry helps
                 log.error("schedule %s: tick %s not published: %s", spec.name, iso(tick), exc)
@@ -257,8 +274,12 @@ class Scheduler(Runs):
                 "schedule %s: its state in Redis was written for %r in %s, not %r in %s: "
                 "a changed spec, or another service's schedule of the same name (names are "
                 "shared by everything under the prefix; the two would suppress each other)",
-                spec.name, stored_spec, stored_tz, spec.spec, spec.tz_name,
-            )  # fmt: skip
+                spec.name,
+                stored_spec,
+                stored_tz,
+                spec.spec,
+                spec.tz_name,
+            )
         return True
 
     async def _last_tick(self, spec: ScheduleSpec) -> datetime | None:

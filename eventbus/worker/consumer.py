@@ -415,9 +415,18 @@ class GroupConsumer:
         self._reading = True
         try:
             response: Any = await self._reader.call(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self._free,
-                "BLOCK", block_ms, "STREAMS", self.key, ">",
-            )  # fmt: skip
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                self._free,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                self.key,
+                ">",
+            )
         finally:
             self._reading = False
         if not response:
@@ -467,8 +476,11 @@ class GroupConsumer:
         log.log(
             level,
             "%s: cannot reach Redis at %s (%s); retrying in %.1fs",
-            self.group, self.bus.display_url, describe(exc), delay,
-        )  # fmt: skip
+            self.group,
+            self.bus.display_url,
+            describe(exc),
+            delay,
+        )
         try:
             await self.bus.recover()
         except Exception as recover_exc:  # the embedded server could not restart
@@ -751,8 +763,12 @@ class GroupConsumer:
         if delivery.count >= self.spec.max_attempts:
             log.error(
                 "%s: %s failed on attempt %d of %d, dead-lettering: %s",
-                self.group, delivery.stream_id, delivery.count, self.spec.max_attempts, error,
-            )  # fmt: skip
+                self.group,
+                delivery.stream_id,
+                delivery.count,
+                self.spec.max_attempts,
+                error,
+            )
             await self._dead_letter(
                 delivery,
                 reason="failed",
@@ -765,9 +781,13 @@ class GroupConsumer:
         idle_ms = self._retry_idle_ms(delivery)
         log.warning(
             "%s: %s failed on attempt %d of %d, retrying in %.1fs: %s",
-            self.group, delivery.stream_id, delivery.count, self.spec.max_attempts,
-            (self._lease_ms - idle_ms) / 1000, error,
-        )  # fmt: skip
+            self.group,
+            delivery.stream_id,
+            delivery.count,
+            self.spec.max_attempts,
+            (self._lease_ms - idle_ms) / 1000,
+            error,
+        )
         await self._release([delivery], idle_ms=idle_ms)
 
     async def _release(

@@ -69,8 +69,11 @@ class Janitor:
         if report.removed:
             log.info(
                 "stream %s: trimmed %d entries before %s (%s)",
-                self.stream, report.removed, report.cut, report.reason,
-            )  # fmt: skip
+                self.stream,
+                report.removed,
+                report.cut,
+                report.reason,
+            )
         for need in report.groups:
             self._account_cut(need.group, need.cut_unread, settings.maxlen)
         return report
@@ -89,5 +92,8 @@ class Janitor:
             log.warning(
                 "stream %s: the maxlen cap (%s) removed %d entries group %s had not read "
                 "yet; raise maxlen or add consumers to that group",
-                self.stream, maxlen, grew, group,
-            )  # fmt: skip
+                self.stream,
+                maxlen,
+                grew,
+                group,
+            )

@@ -87,8 +87,10 @@ class LeaseKeeper:
                 log.log(
                     level,
                     "%s: extending leases failed %d time(s) in a row: %s",
-                    self._group, self._failures, exc,
-                )  # fmt: skip
+                    self._group,
+                    self._failures,
+                    exc,
+                )
 
     async def extend(self) -> None:
         async with self._lock:
