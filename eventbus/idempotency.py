@@ -28,9 +28,11 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from eventbus.connection import make_client
 from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
 from eventbus.scripts import SCRIPTS
+from eventbus.text import as_text
 from eventbus.wire import Arg, Pooled
 
 log = logging.getLogger("eventbus.idempotency")
@@ -50,10 +52,6 @@ class TxOutcome:
 
     verdict: Literal["applied", "done", "busy"]
     details: list[str]
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +171,6 @@ class IdempotencyGuard:
         self._main = main
         self._store_client: Redis | None = None
         if options.store_url is not None:
-            from eventbus.bus import make_client
-
             self._store_client = make_client(options.store_url)
             self.store = Pooled(self._store_client)
         else:
@@ -249,9 +245,9 @@ class IdempotencyGuard:
             args.append(len(command))
             args.extend(command)
         reply = await self._main.script(SCRIPTS.idem_tx_commit, [self._stream_key, marker], args)
-        verdict = _text(reply[0])
+        verdict = as_text(reply[0])
         if verdict == "applied":
-            errors = [_text(e) for e in reply[1:]]
+            errors = [as_text(e) for e in reply[1:]]
             if errors:
                 # Redis does not roll back a command that fails while running: say so loudly
                 log.error(
@@ -265,7 +261,7 @@ class IdempotencyGuard:
             return TxOutcome("applied", errors)
         if verdict == "done":
             return TxOutcome("done", [])
-        return TxOutcome("busy", [_text(r) for r in reply[1:]])
+        return TxOutcome("busy", [as_text(r) for r in reply[1:]])
 
     async def aclose(self) -> None:
         if self._store_client is not None:

@@ -25,6 +25,8 @@ from eventbus.envelope import Envelope, parse_fields
 from eventbus.errors import DecodeError, EventBusError
 from eventbus.scripts import SCRIPTS
 from eventbus.status import GroupInfo, StreamInfo, stream_info
+from eventbus.streamid import format_id, ms_of, parse_id, predecessor
+from eventbus.text import as_text
 
 Fields = dict[str, Any]
 
@@ -43,7 +45,7 @@ def _lag(group: dict[str, Any], last_id: str | None) -> int | None:
     lag = group.get("lag")
     if lag is not None:
         return int(lag)
-    if last_id is None or _text(group["last-delivered-id"]) == last_id:
+    if last_id is None or as_text(group["last-delivered-id"]) == last_id:
         return 0
     return None
 
@@ -73,24 +75,11 @@ async def _pages(
         seen += len(batch)
         if len(batch) < count:
             return
-        cursor = "(" + _text(batch[-1][0])
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
-
-
-def _parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+        cursor = "(" + as_text(batch[-1][0])
 
 
 def _age(entry_id: str | None, now: float) -> float | None:
-    return None if not entry_id else max(0.0, now - _ms(entry_id) / 1000)
+    return None if not entry_id else max(0.0, now - ms_of(entry_id) / 1000)
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -123,7 +112,7 @@ async def stream_names(bus: EventBus) -> list[str]:
     async for raw in _redis(bus).scan_iter(
         match=bus.keys.stream_pattern(), count=1000, _type="stream"
     ):
-        name = bus.keys.stream_name(_text(raw))
+        name = bus.keys.stream_name(as_text(raw))
         if name is not None:
             names.add(name)
     return sorted(names)
@@ -149,15 +138,15 @@ async def list_streams(bus: EventBus) -> list[StreamSummary]:
             continue
         groups = [] if isinstance(groups, Exception) else groups
         first, last = info.get("first-entry"), info.get("last-entry")
-        last_id = _text(last[0]) if last else None
+        last_id = as_text(last[0]) if last else None
         lags = [_lag(g, last_id) for g in groups]
         out.append(
             StreamSummary(
                 name=name,
                 key=bus.keys.stream(name),
                 length=int(info["length"]),
-                first_id=_text(first[0]) if first else None,
-                last_id=_text(last[0]) if last else None,
+                first_id=as_text(first[0]) if first else None,
+                last_id=as_text(last[0]) if last else None,
                 groups=len(groups),
                 lag=None if any(lag is None for lag in lags) else sum(x or 0 for x in lags),
                 dlq_length=0 if isinstance(dlq, Exception) else int(dlq),
@@ -176,7 +165,7 @@ async def require_stream(bus: EventBus, stream: str, *, or_dead_letters: bool = 
     pipe = _redis(bus).pipeline(transaction=False)
     for key in keys:
         pipe.type(key)
-    kinds = [_text(kind) for kind in await pipe.execute()]
+    kinds = [as_text(kind) for kind in await pipe.execute()]
     for key, kind in zip(keys, kinds, strict=True):
         if kind not in ("none", "stream"):
             raise WrongType(
@@ -235,7 +224,7 @@ async def _dead_by_group(bus: EventBus, stream: str) -> tuple[dict[str, int], bo
     seen = 0
     async for batch in _pages(bus, bus.keys.dlq(stream), page=5000, limit=DLQ_SCAN):
         for _, fields in batch:
-            group = _text(fields.get(b"dlq_group", b"?"))
+            group = as_text(fields.get(b"dlq_group", b"?"))
             counts[group] = counts.get(group, 0) + 1
         seen += len(batch)
     return counts, seen < DLQ_SCAN
@@ -275,7 +264,7 @@ def _group_detail(
     listed = [] if isinstance(consumers, Exception) else consumers
     oldest = None
     if isinstance(summary, dict) and summary.get("min"):
-        oldest = _text(summary["min"])
+        oldest = as_text(summary["min"])
     return GroupDetail(
         name=g.name,
         consumers=[_consumer(c) for c in listed if isinstance(c, dict)],
@@ -370,7 +359,7 @@ def _iso_of(entry_id: str) -> str | None:
     """The time of a stream id; None for an id that is not one (a dead letter's
     dlq_stream_id holding junk)."""
     try:
-        return _iso_ms(_ms(entry_id))
+        return _iso_ms(ms_of(entry_id))
     except (ValueError, OverflowError, OSError):
         return None
 
@@ -408,13 +397,13 @@ def _pairs(raw: Any) -> list[tuple[Any, Any]]:
 
 def _display_fields(pairs: list[tuple[Any, Any]]) -> tuple[Fields, int]:
     shown = pairs[:FIELDS_LIMIT]
-    fields = {clip(_text(k), 1024): _field_text(v) for k, v in shown}
+    fields = {clip(as_text(k), 1024): _field_text(v) for k, v in shown}
     return fields, len(pairs) - len(shown)
 
 
 def decode_entry(entry_id: Any, raw: Any) -> Entry:
     """Decode one XRANGE/XREAD entry; never raises for what the entry holds."""
-    sid = _text(entry_id)
+    sid = as_text(entry_id)
     pairs = _pairs(raw)
     fields, omitted = _display_fields(pairs)
     # the envelope is parsed from clipped text fields (a 20 MB type is shown clipped)
@@ -509,16 +498,6 @@ class Tail:
     limit_reached: bool  # the filters' scan stopped at its limit with fewer than asked
 
 
-MAX_SEQ = 2**64 - 1
-
-
-def _before(entry_id: str) -> str:
-    ms, seq = _parse_id(entry_id)
-    if seq:
-        return f"{ms}-{seq - 1}"
-    return f"{ms - 1}-{MAX_SEQ}" if ms else "0-0"
-
-
 async def tail(
     bus: EventBus,
     stream: str,
@@ -548,7 +527,7 @@ async def tail(
             break
         scanned += len(batch)
         found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
-        cursor = "(" + _text(batch[-1][0])
+        cursor = "(" + as_text(batch[-1][0])
     limit = scanned >= scan_limit and len(found) < count
     return Tail(list(reversed(found[:count])), newest, limit)
 
@@ -566,7 +545,7 @@ async def _tail_from(
     skey = bus.keys.stream(stream)
     found: list[Entry] = []
     scanned = 0
-    after = _before(start)
+    after = format_id(predecessor(parse_id(start)))
     page = max(count, 100) if (types or key) else count
     while len(found) < count and scanned < scan_limit:
         batch = await _redis(bus).xrange(skey, "(" + after, "+", count=page)
@@ -574,7 +553,7 @@ async def _tail_from(
             break
         scanned += len(batch)
         found += [e for e in map(_decode_pair, batch) if _matches(e, types, key)]
-        after = _text(batch[-1][0])
+        after = as_text(batch[-1][0])
     if len(found) >= count and found:
         after = found[count - 1].id  # follow on after the last one shown
     limit = scanned >= scan_limit and len(found) < count
@@ -656,14 +635,14 @@ async def delivery_states(bus: EventBus, stream: str, entry: Entry) -> list[Deli
                 DeliveryState(
                     g.name,
                     "pending",
-                    _text(p["consumer"]),
+                    as_text(p["consumer"]),
                     int(p["times_delivered"]),
                     int(p["time_since_delivered"]) / 1000,
                 )
             )
         elif g.name in dead:
             states.append(DeliveryState(g.name, "dead-lettered", dead_letter_id=dead[g.name]))
-        elif _parse_id(entry.id) > _parse_id(g.last_delivered_id):
+        elif parse_id(entry.id) > parse_id(g.last_delivered_id):
             states.append(DeliveryState(g.name, "unread"))
         else:
             states.append(DeliveryState(g.name, "passed"))
@@ -706,7 +685,7 @@ async def pending_entries(
     )
     pipe = _redis(bus).pipeline(transaction=False)
     for row in rows:
-        entry_id = _text(row["message_id"])
+        entry_id = as_text(row["message_id"])
         pipe.xrange(key, entry_id, entry_id)
     found = await pipe.execute() if rows else []
     out = []
@@ -717,8 +696,8 @@ async def pending_entries(
             type_name = None if raw_type is None else _field_text(raw_type, 1024)
         out.append(
             PendingEntry(
-                id=_text(row["message_id"]),
-                consumer=_text(row["consumer"]),
+                id=as_text(row["message_id"]),
+                consumer=as_text(row["consumer"]),
                 idle_s=int(row["time_since_delivered"]) / 1000,
                 deliveries=int(row["times_delivered"]),
                 type=type_name,
@@ -751,7 +730,7 @@ class DeadLetter:
         a redrive then writes the original entry back, while the stream still has it."""
         for k, v in self.raw:
             if k == "dlq_omitted":
-                return _text(v)
+                return as_text(v)
         return None
 
     @property
@@ -779,7 +758,7 @@ class DeadLetter:
 
 
 def _dead_letter(pair: Any) -> DeadLetter:
-    entry_id, raw = _text(pair[0]), pair[1]
+    entry_id, raw = as_text(pair[0]), pair[1]
     # names as stored (bytes that are not UTF-8 kept, surrogate-escaped, so a redrive
     # writes back exactly what was there); values as stored too, for the same reason
     raw_pairs = tuple((_name(k), v) for k, v in _pairs(raw))
@@ -893,7 +872,7 @@ async def redrive(
             SCRIPTS.redrive, [bus.keys.stream(stream), bus.keys.dlq(stream)], [dead.id, *fields]
         )
         out.append(
-            Redriven(dead.id, dead.group, _text(new_id) if new_id else None, gone=not new_id)
+            Redriven(dead.id, dead.group, as_text(new_id) if new_id else None, gone=not new_id)
         )
     return out
 
@@ -949,7 +928,7 @@ async def dead_letter_traceback(bus: EventBus, stream: str, dead_id: str) -> str
     value = found[0][1].get(b"dlq_traceback")
     if value is None:
         return None
-    text = _text(value)  # its tail: where it failed
+    text = as_text(value)  # its tail: where it failed
     return (
         text
         if len(text) <= TEXT_LIMIT
@@ -985,7 +964,7 @@ async def _count_between(
 
 async def _last_generated(bus: EventBus, stream: str) -> str:
     info = await _redis(bus).xinfo_stream(bus.keys.stream(stream))
-    return _text(info["last-generated-id"])
+    return as_text(info["last-generated-id"])
 
 
 async def resolve_position(bus: EventBus, stream: str, to: str) -> str:
@@ -996,7 +975,7 @@ async def resolve_position(bus: EventBus, stream: str, to: str) -> str:
     last = await _last_generated(bus, stream)
     if to == "end":
         return last
-    if _parse_id(to) > _parse_id(last):
+    if parse_id(to) > parse_id(last):
         raise EventBusError(
             f"{to} lies beyond stream {stream!r}'s last entry ({last}): the group would skip "
             "every entry added until then; use --to end to skip to the newest entry"
@@ -1014,7 +993,7 @@ async def _entries_read_at(bus: EventBus, key: str, target: str, cap: int) -> in
         return None
     # count up to the last id of this same reply: entries published meanwhile are in
     # neither figure (counting to "+" would subtract them without having added them)
-    last = _text(info["last-generated-id"])
+    last = as_text(info["last-generated-id"])
     after, capped = await _count_between(bus, key, target, last, cap)
     return None if capped else max(0, int(added) - after)
 
@@ -1038,14 +1017,14 @@ async def reset_group(
     current = g.last_delivered_id
     redeliver = skip = repending = 0
     capped = False
-    if _parse_id(target) < _parse_id(current):
+    if parse_id(target) < parse_id(current):
         redeliver, capped = await _count_between(bus, key, target, current, cap)
         if g.pending:
             after = await _redis(bus).xpending_range(
                 key, group, min="(" + target, max="+", count=min(cap, g.pending)
             )
             repending = len(after)
-    elif _parse_id(target) > _parse_id(current):
+    elif parse_id(target) > parse_id(current):
         skip, capped = await _count_between(bus, key, current, target, cap)
     if not dry_run:
         entries_read = await _entries_read_at(bus, key, target, cap)
@@ -1083,7 +1062,7 @@ async def delete_consumer(
     its next read): refused unless `force`."""
     await require_group(bus, stream, group)
     key = bus.keys.stream(stream)
-    consumers = {_text(c["name"]): c for c in await _redis(bus).xinfo_consumers(key, group)}
+    consumers = {as_text(c["name"]): c for c in await _redis(bus).xinfo_consumers(key, group)}
     if consumer not in consumers:
         names = ", ".join(sorted(consumers)) or "none"
         raise NotFound(f"group {group!r} has no consumer {consumer!r} (its consumers: {names})")
@@ -1167,7 +1146,7 @@ async def delete_group(
 def _consumer(c: dict[Any, Any]) -> ConsumerDetail:
     inactive = _int(c.get("inactive"))
     return ConsumerDetail(
-        name=_text(c.get("name", "?")),
+        name=as_text(c.get("name", "?")),
         pending=_int(c.get("pending")) or 0,
         idle_s=(_int(c.get("idle")) or 0) / 1000,
         inactive_s=None if inactive in (None, -1) else (inactive or 0) / 1000,
@@ -1190,7 +1169,7 @@ async def _claim_all(bus: EventBus, key: str, group: str, owner: str, to: str) -
         )
         if not rows:
             return claimed
-        ids = [_text(r["message_id"]) for r in rows]
+        ids = [as_text(r["message_id"]) for r in rows]
         done = await _redis(bus).xclaim(key, group, to, 0, ids, justid=True)
         claimed += len(done)
         if not done:
@@ -1243,12 +1222,12 @@ async def snapshot(bus: EventBus) -> Snapshot:
     figures = [
         GroupFigures(
             stream=stream,
-            group=_text(g["name"]),
+            group=as_text(g["name"]),
             consumers=int(g["consumers"]),
             pending=int(g["pending"]),
             lag=_lag(g, last_ids.get(stream)),
             entries_read=_entries_read(g),
-            oldest_pending_age_s=_age(oldest.get((stream, _text(g["name"]))), now),
+            oldest_pending_age_s=_age(oldest.get((stream, as_text(g["name"]))), now),
         )
         for stream, g in groups
     ]
@@ -1257,7 +1236,7 @@ async def snapshot(bus: EventBus) -> Snapshot:
 
 def _entries_read(g: dict[str, Any]) -> int | None:
     read = g.get("entries-read")
-    if read is None and _text(g["last-delivered-id"]) == "0-0" and "lag" in g:
+    if read is None and as_text(g["last-delivered-id"]) == "0-0" and "lag" in g:
         return 0  # Redis 7 reports nil for a group that has never read
     return None if read is None else int(read)
 
@@ -1265,7 +1244,7 @@ def _entries_read(g: dict[str, Any]) -> int | None:
 async def _oldest_pending(
     bus: EventBus, groups: list[tuple[str, dict[str, Any]]]
 ) -> dict[tuple[str, str], str]:
-    busy = [(s, _text(g["name"])) for s, g in groups if int(g["pending"])]
+    busy = [(s, as_text(g["name"])) for s, g in groups if int(g["pending"])]
     if not busy:
         return {}
     pipe = _redis(bus).pipeline(transaction=False)
@@ -1274,7 +1253,7 @@ async def _oldest_pending(
     out = {}
     for where, summary in zip(busy, await pipe.execute(raise_on_error=False), strict=True):
         if isinstance(summary, dict) and summary.get("min"):
-            out[where] = _text(summary["min"])
+            out[where] = as_text(summary["min"])
     return out
 
 

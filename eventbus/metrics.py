@@ -23,8 +23,7 @@ import hashlib
 import logging
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -41,7 +40,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from eventbus.histogram import Histogram
 from eventbus.scripts import source
+from eventbus.streamid import ms_of
+from eventbus.text import as_text
+from eventbus.timefmt import parse_iso
 
 if TYPE_CHECKING:
     from eventbus.bus import EventBus
@@ -49,69 +52,6 @@ if TYPE_CHECKING:
     from eventbus.worker.runner import Worker
 
 log = logging.getLogger("eventbus.metrics")
-
-DURATION_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
-AGE_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-)
-
-
-class Histogram:
-    """Bucket counts and a sum: what a Prometheus histogram needs, for ~0.3 µs a sample."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative (le, count) pairs, +Inf last."""
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
 
 
 def _histogram(
@@ -344,8 +284,8 @@ class EventbusCollector(Collector):
         indexed = replies[len(streams)]
         states = self._states(known, replies[len(streams) + 1 :])
         if not isinstance(indexed, Exception):
-            new = sorted({_text(n) for n in indexed} - set(known))
-            self._schedules = {_text(n) for n in indexed}
+            new = sorted({as_text(n, errors="backslashreplace") for n in indexed} - set(known))
+            self._schedules = {as_text(n, errors="backslashreplace") for n in indexed}
             if new:  # first seen: read their state now rather than on the next scrape
                 pipe = client.pipeline(transaction=False)
                 for name in new:
@@ -427,14 +367,15 @@ class EventbusCollector(Collector):
             "The schedule's next tick (Unix time).",
             labels=["schedule"],
         )
-        from eventbus.schedules.scheduler import parse_iso
 
         for name, (fired, nxt) in sorted(states.items()):
             for family, raw in ((last, fired), (upcoming, nxt)):
                 if not raw:
                     continue
                 try:
-                    family.add_metric([name], parse_iso(_text(raw)).timestamp())
+                    family.add_metric(
+                        [name], parse_iso(as_text(raw, errors="backslashreplace")).timestamp()
+                    )
                 except ValueError:  # someone else's junk in the state hash: skip the value
                     log.debug("metrics: schedule %r holds an unparseable time %r", name, raw)
         return [last, upcoming]
@@ -495,14 +436,14 @@ def _parse_figures(
         for row in reply[2:]:
             try:
                 name, consumers, pending, lag, first = row
-                group = _text(name)
+                group = as_text(name, errors="backslashreplace")
                 figures = {
                     "name": group,
                     "consumers": int(consumers),
                     "pending": int(pending),
                     "lag": None if int(lag) < 0 else int(lag),
                 }
-                ms = int(_text(first).split("-", 1)[0]) if first else None
+                ms = ms_of(as_text(first, errors="backslashreplace")) if first else None
             except (TypeError, ValueError):  # one odd group: report the others
                 log.debug("metrics: stream %r: unexpected group figures %r", stream, row)
                 continue
@@ -510,12 +451,6 @@ def _parse_figures(
             if ms is not None:
                 oldest[(stream, group)] = max(0.0, now - ms / 1000)
     return lengths, dlq, groups_by_stream, oldest
-
-
-def _text(value: Any) -> str:
-    """A name or value read from Redis as text; bytes that are not UTF-8 escaped
-    (``\\xff``), so one odd group or schedule name cannot fail the whole scrape."""
-    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["EventbusCollector", "Histogram", "install", "serve_metrics"]

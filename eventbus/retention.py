@@ -18,29 +18,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventbus.keys import Keys
+from eventbus.streamid import StreamId, format_id, parse_id, successor
 from eventbus.streams import Stream
-
-StreamId = tuple[int, int]
-
-
-def parse_id(value: str | bytes) -> StreamId:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_id(value: StreamId) -> str:
-    return f"{value[0]}-{value[1]}"
-
-
-MAX_SEQ = 2**64 - 1
-
-
-def successor(value: StreamId) -> StreamId:
-    """The smallest id after `value` (a group created at a time has seq MAX_SEQ)."""
-    if value[1] >= MAX_SEQ:
-        return value[0] + 1, 0
-    return value[0], value[1] + 1
+from eventbus.text import as_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +48,7 @@ async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[Gro
     removed = _removed_total(info)
     needs = []
     for g in await client.xinfo_groups(key):
-        name = _text(g["name"])
+        name = as_text(g["name"])
         needs_from = successor(parse_id(g["last-delivered-id"]))
         why = "unread"
         if int(g["pending"]):
@@ -77,7 +57,7 @@ async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[Gro
             if oldest < needs_from:
                 needs_from, why = oldest, "pending"
         read = g.get("entries-read")
-        if read is None and _text(g["last-delivered-id"]) == "0-0":
+        if read is None and as_text(g["last-delivered-id"]) == "0-0":
             read = 0  # Redis reports nil for a group that has never read
         cut_unread = None
         if removed is not None and read is not None:
@@ -131,11 +111,11 @@ async def _count_before(client: Redis, key: str, cut: str, page: int = 10_000) -
         counted += len(batch)
         if len(batch) < page:
             return counted
-        cursor = "(" + _text(batch[-1][0])
+        cursor = "(" + as_text(batch[-1][0])
 
 
 async def _groups_changed(client: Redis, key: str, needs: list[GroupNeed]) -> bool:
-    names = {_text(g["name"]) for g in await client.xinfo_groups(key)}
+    names = {as_text(g["name"]) for g in await client.xinfo_groups(key)}
     return names != {n.group for n in needs}
 
 
@@ -156,7 +136,3 @@ def _choose_cut(
             f"({oldest.why}); retention alone would cut at {format_id(age_cut)}"
         )
     return age_cut, f"retention {retention_s:g}s; every group is past it"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -10,11 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventbus.keys import Keys
-
-
-def _text(value: Any) -> str:
-    # group names are any bytes a client chose: one that is not UTF-8 must not fail the read
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+from eventbus.text import as_text
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -57,10 +53,10 @@ async def stream_info(
         raise
     groups = [
         GroupInfo(
-            name=_text(g["name"]),
+            name=as_text(g["name"]),
             consumers=int(g["consumers"]),
             pending=int(g["pending"]),
-            last_delivered_id=_text(g["last-delivered-id"]),
+            last_delivered_id=as_text(g["last-delivered-id"]),
             entries_read=_int_or_none(g.get("entries-read")),
             lag=_int_or_none(g.get("lag")),
         )
@@ -72,7 +68,7 @@ async def stream_info(
     if dlq_length and dlq_scan:
         entries: Any = await client.xrange(dlq_key, count=dlq_scan)
         for _, fields in entries:
-            dead[_text(fields.get(b"dlq_group", b"?"))] += 1
+            dead[as_text(fields.get(b"dlq_group", b"?"))] += 1
     first = info.get("first-entry")
     last = info.get("last-entry")
     return StreamInfo(
@@ -80,8 +76,8 @@ async def stream_info(
         key=key,
         length=int(info["length"]),
         entries_added=_int_or_none(info.get("entries-added")),
-        first_id=_text(first[0]) if first else None,
-        last_id=_text(last[0]) if last else None,
+        first_id=as_text(first[0]) if first else None,
+        last_id=as_text(last[0]) if last else None,
         groups=groups,
         dlq_length=dlq_length,
         dead_by_group=dict(dead),

@@ -22,7 +22,8 @@ from typing import Self
 
 import redis
 
-from eventbus.bus import PublishSettings, redact, resolve_url
+from eventbus.bus import PublishSettings
+from eventbus.connection import redact, resolve_url
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding

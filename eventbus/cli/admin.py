@@ -15,7 +15,8 @@ from eventbus import inspection as ins
 from eventbus.cli import output as o
 from eventbus.cli.inspect import connected, render_entry
 from eventbus.cli.loader import load_app
-from eventbus.retention import GroupNeed, TrimReport, format_id, trim_stream
+from eventbus.retention import GroupNeed, TrimReport, trim_stream
+from eventbus.streamid import format_id
 from eventbus.streams import Stream, StreamSettings
 
 

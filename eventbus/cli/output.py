@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from eventbus.errors import EventBusError
+from eventbus.streamid import format_id, ms_of, predecessor
 
 # -- argument types -------------------------------------------------------------------
 
@@ -74,9 +75,6 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-MAX_SEQ = 2**64 - 1
-
-
 def _time_ms(text: str) -> int:
     ms = int(parse_time(text).timestamp() * 1000)
     if ms < 0:
@@ -100,12 +98,7 @@ def position(text: str) -> str:
         return text
     if _ID.match(text.strip()):
         return stream_id(text)
-    ms = _time_ms(text)
-    return f"{ms - 1}-{MAX_SEQ}" if ms > 0 else "0-0"
-
-
-def id_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
+    return format_id(predecessor((_time_ms(text), 0)))
 
 
 # -- escaping: nothing read from Redis reaches a terminal raw ---------------------------
@@ -229,7 +222,7 @@ def age_of_id(entry_id: str | None, now: float | None = None) -> float | None:
     if not entry_id:
         return None
     now = time.time() if now is None else now
-    return max(0.0, now - id_ms(entry_id) / 1000)
+    return max(0.0, now - ms_of(entry_id) / 1000)
 
 
 def iso_of_id(entry_id: str | None) -> str | None:
@@ -237,7 +230,7 @@ def iso_of_id(entry_id: str | None) -> str | None:
     if not entry_id:
         return None
     try:
-        when = datetime.fromtimestamp(id_ms(entry_id) / 1000, UTC)
+        when = datetime.fromtimestamp(ms_of(entry_id) / 1000, UTC)
     except (ValueError, OverflowError, OSError):
         return None
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

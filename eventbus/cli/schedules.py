@@ -11,6 +11,7 @@ from eventbus.bus import EventBus
 from eventbus.cli import output as o
 from eventbus.cli.loader import load_app
 from eventbus.schedules.cron import next_tick
+from eventbus.text import as_text
 
 COLUMNS = (
     "name",
@@ -33,8 +34,8 @@ async def schedule_rows(bus: EventBus, app: str | None) -> list[dict[str, Any]]:
     # hashes only: a key of another type under the pattern is not a schedule's state
     async for raw_key in bus.redis.scan_iter(match=pattern, count=500, _type="hash"):
         raw: dict[bytes, bytes] = await bus.redis.hgetall(raw_key)  # type: ignore[assignment]
-        state = {_text(k): _text(v) for k, v in raw.items()}
-        name = _text(raw_key)[len(bus.keys.schedule("")) :]
+        state = {as_text(k): as_text(v) for k, v in raw.items()}
+        name = as_text(raw_key)[len(bus.keys.schedule("")) :]
         rows[name] = _row(name, state)
     if app is not None:
         now = datetime.now(UTC)
@@ -60,10 +61,6 @@ def _row(name: str, state: dict[str, str]) -> dict[str, Any]:
         "errors": _count(state.get("errors")),
         "last_error": state.get("last_error"),
     }
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _count(value: str | None) -> int | None:

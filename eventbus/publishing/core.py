@@ -34,6 +34,7 @@ from eventbus.events import Event
 from eventbus.keys import Keys, check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import StreamSettings
+from eventbus.text import as_text
 from eventbus.wire import Arg, IncompleteExchange, pack
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -81,8 +82,8 @@ class Prepared:
             return reply
         if self.deduped:
             stream_id, duplicate = reply
-            return PublishResult(_text(stream_id), duplicate=bool(int(duplicate)))
-        return PublishResult(_text(reply))
+            return PublishResult(as_text(stream_id), duplicate=bool(int(duplicate)))
+        return PublishResult(as_text(reply))
 
 
 class PublishCore:
@@ -370,10 +371,6 @@ def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
         raise PublishError(f"Redis refused {item.describe()}: {outcome}") from outcome
     reason = str(outcome) or type(outcome).__name__
     raise PublishError(f"publishing {item.describe()} failed: {reason}") from outcome
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def prepare_all(

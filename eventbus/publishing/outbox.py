@@ -15,7 +15,7 @@ from typing import Literal
 
 from eventbus.errors import BufferFull, ConfigurationError
 from eventbus.events import Event
-from eventbus.metrics import Histogram
+from eventbus.histogram import Histogram
 from eventbus.publishing.core import Outcome, OutcomeUnknown, Prepared, PublishResult
 
 log = logging.getLogger("eventbus.publish")

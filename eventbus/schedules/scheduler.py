@@ -39,20 +39,12 @@ from eventbus.schedules.cron import next_tick, ticks_between
 from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
 from eventbus.service import Runs, serve
+from eventbus.timefmt import iso, parse_iso
 
 log = logging.getLogger("eventbus.scheduler")
 
 ON_TIME_S = 1.0  # a tick met within this (plus the jitter) is on time, not missed
 MAX_SLEEP_S = 30.0  # sleeps are cut into steps this long (a suspended host wakes us late)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: str | bytes) -> datetime:
-    value = text.decode() if isinstance(text, bytes) else text
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from redis.exceptions import DataError, RedisError, ResponseError
 
@@ -16,11 +15,9 @@ from eventbus.envelope import Envelope
 from eventbus.idempotency import IdempotencyGuard, Transaction
 from eventbus.permissions import explain_noperm, is_noperm
 from eventbus.worker.deadletter import clip_repr, describe
+from eventbus.worker.delivery import Delivery
 from eventbus.worker.ratelimit import RateLimited
 from eventbus.worker.stats import GroupStats
-
-if TYPE_CHECKING:
-    from eventbus.worker.consumer import Delivery
 
 log = logging.getLogger("eventbus.worker")
 

@@ -40,6 +40,7 @@ from eventbus.idempotency import IdempotencyGuard
 from eventbus.permissions import explain_noperm, is_noperm, user_of
 from eventbus.publishing.core import DEFAULT_MAX_EVENT_BYTES
 from eventbus.scripts import SCRIPTS
+from eventbus.streamid import ms_of
 from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
 from eventbus.worker.claims import Claims
@@ -52,6 +53,7 @@ from eventbus.worker.deadletter import (
     entry_size,
     traceback_tail,
 )
+from eventbus.worker.delivery import Delivery
 from eventbus.worker.groups import (
     create_group,
     is_nogroup,
@@ -75,35 +77,6 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, O
 # bytes an entry may hold beyond max_event_bytes: field names, id, type, source, time,
 # trace context (a publisher's limit counts only the payload, key and headers)
 ENVELOPE_ALLOWANCE = 64 * 1024
-
-
-class Delivery:
-    """One entry we hold: read or claimed, until acked, released or dead-lettered."""
-
-    __slots__ = (
-        "count",
-        "done",
-        "fields",
-        "marker",
-        "overrun",
-        "stream_id",
-        "token",
-        "unguarded",
-    )
-
-    def __init__(self, stream_id: str, fields: list[bytes], count: int) -> None:
-        self.stream_id = stream_id
-        self.fields = fields  # flat [name, value, ...] as Redis returns them
-        self.count = count
-        self.done = False  # handler finished; waiting for its batched XACK
-        # a sync handler's thread still running after its timeout: the slot stays taken
-        self.overrun: asyncio.Future[Any] | None = None
-        # an idempotent handler's claim on its idempotency key, while it holds one
-        self.marker: str | None = None
-        self.token = ""
-        # the marker of a key whose claim could not be taken (store unreachable,
-        # fail_open): the handler ran unguarded, and its commit still checks the key
-        self.unguarded: str | None = None
 
 
 class HandlerCancelled(Exception):
@@ -574,7 +547,7 @@ class GroupConsumer:
     ) -> None:
         """Run the handler; then acknowledge or commit, or fail the attempt."""
         if self.settings.metrics:
-            self.stats.age.observe(max(0.0, time.time() - _stream_ms(delivery.stream_id) / 1000))
+            self.stats.age.observe(max(0.0, time.time() - ms_of(delivery.stream_id) / 1000))
             started = time.perf_counter()
         try:
             await self._invoke(event, ctx, delivery)
@@ -873,8 +846,3 @@ class GroupConsumer:
                     cut,
                 )
         self._owned.pop(delivery.stream_id, None)
-
-
-def _stream_ms(stream_id: str) -> int:
-    """The millisecond part of a stream id: when Redis added the entry."""
-    return int(stream_id.partition("-")[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from eventbus.metrics import AGE_BUCKETS, Histogram
+from eventbus.histogram import AGE_BUCKETS, Histogram
 
 
 @dataclass
