@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "eventbus.backoff",
             "eventbus.permissions",
             "eventbus.embedded",
+            "eventbus.waiting",
         ],
     ),
     ("wire", ["eventbus.wire", "eventbus.scripts"]),

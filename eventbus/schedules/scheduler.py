@@ -40,6 +40,7 @@ from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
 from eventbus.service import Runs, serve
 from eventbus.timefmt import iso, parse_iso
+from eventbus.waiting import wait_for_event
 
 log = logging.getLogger("eventbus.scheduler")
 
@@ -279,11 +280,7 @@ class Scheduler(Runs):
         return parse_iso(value) if value else None
 
     async def _sleep(self, delay: float) -> None:
-        try:
-            async with asyncio.timeout(delay):
-                await self._stop.wait()
-        except TimeoutError:
-            pass
+        await wait_for_event(self._stop, delay)
 
 
 TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")

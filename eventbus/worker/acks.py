@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.permissions import explain_noperm, is_noperm
+from eventbus.waiting import wait_for_event
 from eventbus.worker.deadletter import describe
 from eventbus.worker.groups import is_nogroup
 from eventbus.worker.ratelimit import RateLimited
@@ -102,10 +103,7 @@ class AckBatcher(Generic[T]):
         if self._pending and self._task is None:
             self._idle.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
+        if not await wait_for_event(self._idle, timeout):
             return False
         return not self._pending
 

@@ -41,6 +41,7 @@ from eventbus.permissions import explain_noperm, is_noperm, user_of
 from eventbus.publishing.core import DEFAULT_MAX_EVENT_BYTES
 from eventbus.scripts import SCRIPTS
 from eventbus.streamid import ms_of
+from eventbus.waiting import wait_for_event
 from eventbus.wire import Arg, Dedicated
 from eventbus.worker.acks import AckBatcher
 from eventbus.worker.claims import Claims
@@ -288,11 +289,7 @@ class GroupConsumer:
 
     async def _sleep(self, delay: float) -> None:
         """Sleep that ends early on stop."""
-        try:
-            async with asyncio.timeout(delay):
-                await self._stop_event.wait()
-        except TimeoutError:
-            pass
+        await wait_for_event(self._stop_event, delay)
 
     # -- the read loop -----------------------------------------------------------------
 

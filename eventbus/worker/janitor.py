@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from eventbus.bus import EventBus
 from eventbus.retention import TrimReport, trim_stream
+from eventbus.waiting import wait_for_event
 
 log = logging.getLogger("eventbus.janitor")
 
@@ -50,12 +51,8 @@ class Janitor:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(self.interval_s * random.uniform(0.9, 1.1)):
-                    await self._stop.wait()
+            if await wait_for_event(self._stop, self.interval_s * random.uniform(0.9, 1.1)):
                 return
-            except TimeoutError:
-                pass
             try:
                 await self.run_once()
             except Exception as exc:  # never let the janitor die; try again next time

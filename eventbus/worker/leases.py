@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from eventbus.scripts import SCRIPTS
+from eventbus.waiting import wait_for_event
 from eventbus.wire import Pooled
 from eventbus.worker.groups import delete_idle_consumers
 from eventbus.worker.settings import WorkerSettings
@@ -60,12 +61,8 @@ class LeaseKeeper:
         loop = asyncio.get_running_loop()
         next_hygiene = loop.time() + self._settings.hygiene_interval_s
         while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(self._interval):
-                    await self._stop.wait()
+            if await wait_for_event(self._stop, self._interval):
                 return
-            except TimeoutError:
-                pass
             try:
                 await self.extend()
                 if self._also is not None:
