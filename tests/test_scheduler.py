@@ -25,6 +25,8 @@ from handlers import router as sample_router
 from handlers.store import NoteStore
 from tests.apps.events import Beat
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "test_my_schedules.py"
+
 
 class Pair(Event, stream="pairs"):
     tick: str
@@ -259,8 +261,7 @@ async def next_tick_before(bus: EventBus, key: str, year: str) -> bool:
 
 
 async def test_the_docs_example_of_testing_a_schedule(bus: EventBus) -> None:
-    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "test_my_schedules.py"
-    spec = importlib.util.spec_from_file_location("docs_example_test_my_schedules", path)
+    spec = importlib.util.spec_from_file_location("docs_example_test_my_schedules", EXAMPLE)
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
