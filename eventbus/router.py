@@ -286,30 +286,5 @@ def _is_plain_function(obj: object) -> bool:
 default_router = Router()
 
 
-@overload
-def subscribe(fn: F, /) -> F: ...
-
-
-@overload
-def subscribe(
-    *event_types: Any,
-    name: str | None = None,
-    group: str | None = None,
-    concurrency: int = ...,
-    max_attempts: int = ...,
-    backoff: Backoff | Duration = ...,
-    lease: Duration = ...,
-    timeout: Duration | None = None,
-    start_from: StartFrom = ...,
-    idempotent: bool = ...,
-    idempotency_ttl: Duration = ...,
-    idempotency_store: str | None = None,
-    on_store_error: StoreErrorPolicy = ...,
-    max_event_bytes: int | None = None,
-    **unknown: Never,
-) -> Callable[[F], F]: ...
-
-
-def subscribe(*event_types: Any, **options: Any) -> Any:
-    """`Router.subscribe` on the module-level default router."""
-    return default_router.subscribe(*event_types, **options)
+# `Router.subscribe` on the module-level default router
+subscribe = default_router.subscribe
