@@ -6,14 +6,15 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import InitVar, dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from eventbus.backoff import Backoff
+from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
 from eventbus.events import Event, event_type_name, is_event_class, stream_of
-from eventbus.idempotency import IdempotencyOptions
+from eventbus.idempotency import DEFAULT_TTL, IdempotencyOptions, StoreErrorPolicy
 from eventbus.keys import check_name
 
 if TYPE_CHECKING:
@@ -21,6 +22,97 @@ if TYPE_CHECKING:
 
 HandlerFunc = Callable[..., Awaitable[None] | None]
 StartFrom = Literal["new", "beginning"] | datetime
+DEFAULT_LEASE = timedelta(seconds=30)
+
+
+def _check_int(name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        kind = "a positive int or None" if optional else "an int >= 1"
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_start_from(start_from: object) -> None:
+    if start_from not in ("new", "beginning") and not isinstance(start_from, datetime):
+        raise ConfigurationError(
+            f"start_from must be 'new', 'beginning' or a datetime, got {start_from!r}"
+        )
+    if isinstance(start_from, datetime) and start_from.tzinfo is None:
+        raise ConfigurationError(
+            "start_from datetime must be timezone-aware (e.g. datetime(..., tzinfo=UTC))"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSettings:
+    """A handler's delivery options, as ``subscribe(...)`` takes them, with their defaults
+    (written here only). Every field is checked when the object is built: a mistake
+    raises ConfigurationError naming the field (and `what`, the handler). A Router's
+    ``defaults=`` is one of these; ``subscribe`` options override it per handler."""
+
+    group: str | None = None
+    concurrency: int = 16
+    max_attempts: int = 5
+    backoff: Backoff | Duration = Backoff()
+    lease: Duration = DEFAULT_LEASE
+    timeout: Duration | None = None
+    start_from: StartFrom = "new"
+    idempotent: bool = False
+    idempotency_ttl: Duration = DEFAULT_TTL
+    idempotency_store: str | None = None
+    on_store_error: StoreErrorPolicy = "fail_open"
+    max_event_bytes: int | None = None
+    what: InitVar[str] = "handler settings"
+
+    def __post_init__(self, what: str) -> None:
+        try:
+            self._check()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{what}: {exc}") from None
+        self.idempotency(what)  # its own messages name `what`
+
+    def _check(self) -> None:
+        _check_int("max_event_bytes", self.max_event_bytes, optional=True)
+        if self.group is not None:
+            check_name("group", self.group)
+        _check_int("concurrency", self.concurrency)
+        _check_int("max_attempts", self.max_attempts)
+        _check_start_from(self.start_from)
+        if self.lease_s < 1:
+            raise ConfigurationError("lease must be at least 1 second")
+        if self.timeout is not None:
+            seconds(self.timeout, name="timeout")
+        Backoff.coerce(self.backoff)
+        if not isinstance(self.idempotent, bool):
+            raise ConfigurationError("idempotent must be True or False")
+
+    @property
+    def lease_s(self) -> float:
+        return seconds(self.lease, name="lease")
+
+    @property
+    def timeout_s(self) -> float | None:
+        return None if self.timeout is None else seconds(self.timeout, name="timeout")
+
+    @property
+    def backoff_policy(self) -> Backoff:
+        return Backoff.coerce(self.backoff)
+
+    def idempotency(self, what: str) -> IdempotencyOptions | None:
+        """The idempotency options, when `idempotent`."""
+        if not self.idempotent:
+            return None
+        return IdempotencyOptions.build(
+            what,
+            ttl=self.idempotency_ttl,
+            store=self.idempotency_store,
+            on_store_error=self.on_store_error,
+        )
+
+
+HANDLER_OPTIONS = tuple(f.name for f in fields(HandlerSettings))
+IDEMPOTENCY_OPTIONS = ("idempotency_ttl", "idempotency_store", "on_store_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +138,40 @@ class HandlerSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # True when `name` is the default `module.qualname` (no name= given)
     default_name: bool = False
+    # the options as declared (the fields above are their checked, normalised form)
+    settings: HandlerSettings = field(default_factory=HandlerSettings)
+
+    @classmethod
+    def build(
+        cls,
+        fn: HandlerFunc,
+        *,
+        name: str,
+        types: Mapping[str, Mapping[str, type[Event]]],
+        settings: HandlerSettings,
+        wants_context: bool,
+        default_name: bool,
+        what: str,
+    ) -> HandlerSpec:
+        """A handler with the options of `settings` (already checked)."""
+        return cls(
+            fn=fn,
+            name=name,
+            group_override=settings.group,
+            types=types,
+            is_async=inspect.iscoroutinefunction(fn),
+            wants_context=wants_context,
+            concurrency=settings.concurrency,
+            max_attempts=settings.max_attempts,
+            backoff=settings.backoff_policy,
+            lease_s=settings.lease_s,
+            timeout_s=settings.timeout_s,
+            start_from=settings.start_from,
+            idempotency=settings.idempotency(what),
+            max_event_bytes=settings.max_event_bytes,
+            default_name=default_name,
+            settings=settings,
+        )
 
     def group(self, service: str) -> str:
         """The consumer group: ``group=``, else `default_group` (see events-and-handlers.md)."""
@@ -162,36 +288,3 @@ def resolve_types(
             )
         by_stream.setdefault(stream, {})[event_type_name(cls)] = cls
     return by_stream
-
-
-def check_options(
-    *,
-    what: str,
-    group: str | None,
-    concurrency: int,
-    max_attempts: int,
-    start_from: object,
-    max_event_bytes: object = None,
-) -> None:
-    if max_event_bytes is not None and (
-        not isinstance(max_event_bytes, int)
-        or isinstance(max_event_bytes, bool)
-        or max_event_bytes < 1
-    ):
-        raise ConfigurationError(
-            f"{what}: max_event_bytes must be a positive int or None, got {max_event_bytes!r}"
-        )
-    if group is not None:
-        check_name("group", group)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ConfigurationError(f"{what}: concurrency must be an int >= 1, got {concurrency!r}")
-    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-        raise ConfigurationError(f"{what}: max_attempts must be an int >= 1, got {max_attempts!r}")
-    if start_from not in ("new", "beginning") and not isinstance(start_from, datetime):
-        raise ConfigurationError(
-            f"{what}: start_from must be 'new', 'beginning' or a datetime, got {start_from!r}"
-        )
-    if isinstance(start_from, datetime) and start_from.tzinfo is None:
-        raise ConfigurationError(
-            f"{what}: start_from datetime must be timezone-aware (e.g. datetime(..., tzinfo=UTC))"
-        )

@@ -6,45 +6,33 @@ import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Never, TypeVar, overload
 
 from eventbus.backoff import Backoff
-from eventbus.durations import Duration, seconds
+from eventbus.durations import Duration
 from eventbus.errors import ConfigurationError
 from eventbus.events import Event
 from eventbus.handlers import (
+    DEFAULT_LEASE,
+    HANDLER_OPTIONS,
+    IDEMPOTENCY_OPTIONS,
     HandlerFunc,
+    HandlerSettings,
     HandlerSpec,
     StartFrom,
-    check_options,
     qualified_name,
     resolve_types,
 )
-from eventbus.idempotency import DEFAULT_TTL, IdempotencyOptions, StoreErrorPolicy
+from eventbus.idempotency import StoreErrorPolicy
 from eventbus.keys import check_name
 from eventbus.schedules.spec import DEFAULT_GRACE, Misfire, ScheduleSpec, build_schedule
 
 F = TypeVar("F", bound=HandlerFunc)
 S = TypeVar("S", bound=Callable[..., Any])
 
-SUBSCRIBE_OPTIONS = (
-    "name",
-    "group",
-    "concurrency",
-    "max_attempts",
-    "backoff",
-    "lease",
-    "timeout",
-    "start_from",
-    "idempotent",
-    "idempotency_ttl",
-    "idempotency_store",
-    "on_store_error",
-    "max_event_bytes",
-)
-IDEMPOTENCY_OPTIONS = ("idempotency_ttl", "idempotency_store", "on_store_error")
-DEFAULT_LEASE = timedelta(seconds=30)
+SUBSCRIBE_OPTIONS = ("name", *HANDLER_OPTIONS)
+__all__ = ["DEFAULT_LEASE", "SUBSCRIBE_OPTIONS", "Router", "default_router", "subscribe"]
 
 
 # names other frameworks use for our options
@@ -86,9 +74,21 @@ def _unknown_options(what: str, unknown: dict[str, Any], known: Iterable[str]) -
 
 
 class Router:
-    """A set of handlers. Include routers into one another to compose an app."""
+    """A set of handlers. Include routers into one another to compose an app.
 
-    def __init__(self) -> None:
+    `defaults` (a HandlerSettings) are the options of the handlers declared on this
+    router where ``subscribe`` does not give them; without it, HandlerSettings' own."""
+
+    def __init__(self, *, defaults: HandlerSettings | None = None) -> None:
+        if defaults is not None and not isinstance(defaults, HandlerSettings):
+            raise ConfigurationError(
+                f"Router: defaults must be a HandlerSettings, got {defaults!r}"
+            )
+        if defaults is not None and defaults.group is not None:
+            raise ConfigurationError(
+                "Router: defaults cannot set group (every handler needs its own group)"
+            )
+        self.defaults = HandlerSettings() if defaults is None else defaults
         self._handlers: dict[str, HandlerSpec] = {}
         self._schedules: dict[str, ScheduleSpec] = {}
 
@@ -185,16 +185,16 @@ class Router:
         *event_types: Any,
         name: str | None = None,
         group: str | None = None,
-        concurrency: int = 16,
-        max_attempts: int = 5,
-        backoff: Backoff | Duration = Backoff(),
-        lease: Duration = DEFAULT_LEASE,
+        concurrency: int = ...,
+        max_attempts: int = ...,
+        backoff: Backoff | Duration = ...,
+        lease: Duration = ...,
         timeout: Duration | None = None,
-        start_from: StartFrom = "new",
-        idempotent: bool = False,
-        idempotency_ttl: Duration = DEFAULT_TTL,
+        start_from: StartFrom = ...,
+        idempotent: bool = ...,
+        idempotency_ttl: Duration = ...,
         idempotency_store: str | None = None,
-        on_store_error: StoreErrorPolicy = "fail_open",
+        on_store_error: StoreErrorPolicy = ...,
         max_event_bytes: int | None = None,
         **unknown: Never,
     ) -> Callable[[F], F]: ...
@@ -240,47 +240,33 @@ class Router:
         name = given_name or qualified_name(fn)
         what = f"handler {name!r}"
         check_name("handler", name)
-        known = {k: options.pop(k) for k in SUBSCRIBE_OPTIONS if k in options}
+        known = {k: options.pop(k) for k in HANDLER_OPTIONS if k in options}
         _unknown_options(what, options, SUBSCRIBE_OPTIONS)
-        group = known.get("group")
-        concurrency = known.get("concurrency", 16)
-        max_attempts = known.get("max_attempts", 5)
-        start_from = known.get("start_from", "new")
-        check_options(
-            what=what,
-            group=group,
-            concurrency=concurrency,
-            max_attempts=max_attempts,
-            start_from=start_from,
-            max_event_bytes=known.get("max_event_bytes"),
-        )
+        settings = self._settings(what, known)
         types = resolve_types(fn, event_types, what)
         params = inspect.signature(fn).parameters
         positional = [
             p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        lease_s = seconds(known.get("lease", DEFAULT_LEASE), name=f"{what}: lease")
-        if lease_s < 1:
-            raise ConfigurationError(f"{what}: lease must be at least 1 second")
-        timeout = known.get("timeout")
-        idempotency = _idempotency(what, known)
-        return HandlerSpec(
-            fn=fn,
+        return HandlerSpec.build(
+            fn,
             name=name,
-            group_override=group,
             types=types,
-            is_async=inspect.iscoroutinefunction(fn),
+            settings=settings,
             wants_context=len(positional) == 2,
-            concurrency=concurrency,
-            max_attempts=max_attempts,
-            backoff=Backoff.coerce(known.get("backoff", Backoff())),
-            lease_s=lease_s,
-            timeout_s=None if timeout is None else seconds(timeout, name=f"{what}: timeout"),
-            start_from=start_from,
-            idempotency=idempotency,
-            max_event_bytes=known.get("max_event_bytes"),
             default_name=not given_name,
+            what=what,
         )
+
+    def _settings(self, what: str, known: dict[str, Any]) -> HandlerSettings:
+        """The router's defaults with the options `subscribe` gave."""
+        if known.get("idempotent", self.defaults.idempotent) is False:
+            given = [k for k in IDEMPOTENCY_OPTIONS if k in known]
+            if given:
+                raise ConfigurationError(
+                    f"{what}: {given[0]} only applies with idempotent=True; add idempotent=True"
+                )
+        return dataclasses.replace(self.defaults, what=what, **known)
 
     def _add(self, spec: HandlerSpec) -> None:
         group_id = spec.group_override or spec.name
@@ -293,25 +279,6 @@ class Router:
         self._handlers[spec.name] = spec
 
 
-def _idempotency(what: str, known: dict[str, Any]) -> IdempotencyOptions | None:
-    idempotent = known.get("idempotent", False)
-    if not isinstance(idempotent, bool):
-        raise ConfigurationError(f"{what}: idempotent must be True or False")
-    given = [k for k in IDEMPOTENCY_OPTIONS if k in known]
-    if not idempotent:
-        if given:
-            raise ConfigurationError(
-                f"{what}: {given[0]} only applies with idempotent=True; add idempotent=True"
-            )
-        return None
-    return IdempotencyOptions.build(
-        what,
-        ttl=known.get("idempotency_ttl", DEFAULT_TTL),
-        store=known.get("idempotency_store"),
-        on_store_error=known.get("on_store_error", "fail_open"),
-    )
-
-
 def _is_plain_function(obj: object) -> bool:
     return callable(obj) and not isinstance(obj, type) and inspect.isroutine(obj)
 
@@ -319,30 +286,5 @@ def _is_plain_function(obj: object) -> bool:
 default_router = Router()
 
 
-@overload
-def subscribe(fn: F, /) -> F: ...
-
-
-@overload
-def subscribe(
-    *event_types: Any,
-    name: str | None = None,
-    group: str | None = None,
-    concurrency: int = 16,
-    max_attempts: int = 5,
-    backoff: Backoff | Duration = Backoff(),
-    lease: Duration = DEFAULT_LEASE,
-    timeout: Duration | None = None,
-    start_from: StartFrom = "new",
-    idempotent: bool = False,
-    idempotency_ttl: Duration = DEFAULT_TTL,
-    idempotency_store: str | None = None,
-    on_store_error: StoreErrorPolicy = "fail_open",
-    max_event_bytes: int | None = None,
-    **unknown: Never,
-) -> Callable[[F], F]: ...
-
-
-def subscribe(*event_types: Any, **options: Any) -> Any:
-    """`Router.subscribe` on the module-level default router."""
-    return default_router.subscribe(*event_types, **options)
+# `Router.subscribe` on the module-level default router
+subscribe = default_router.subscribe

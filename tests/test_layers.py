@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "eventbus.permissions",
             "eventbus.embedded",
             "eventbus.waiting",
+            "eventbus.clock",
         ],
     ),
     ("wire", ["eventbus.wire", "eventbus.scripts"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from eventbus import (
     default_router,
     subscribe,
 )
-from eventbus.handlers import HandlerFunc, HandlerSpec
+from eventbus.handlers import HandlerFunc, HandlerSettings, HandlerSpec
 from eventbus.router import Router as RouterClass
 from eventbus.testing import running_worker
 from tests.apps.events import Job, Other, Ping
@@ -299,3 +299,37 @@ async def test_no_warning_without_a_group_of_the_old_name(
         async with running_worker(bus, router):
             pass
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"concurrency": 0}, "handler settings: concurrency must be an int >= 1, got 0"),
+        ({"max_attempts": True}, "handler settings: max_attempts must be an int >= 1"),
+        ({"lease": "30s"}, "handler settings: lease must be seconds"),
+        ({"timeout": float("inf")}, "handler settings: timeout must be a finite number"),
+        ({"backoff": -1}, "handler settings: .*must not be negative"),
+        ({"start_from": "oldest"}, "handler settings: start_from must be"),
+        ({"idempotent": "yes"}, "handler settings: idempotent must be True or False"),
+        ({"idempotent": True, "on_store_error": "x"}, "on_store_error must be"),
+        ({"max_event_bytes": 0}, "handler settings: max_event_bytes must be a positive int"),
+    ],
+)
+def test_handler_settings_check_every_field_when_built(
+    options: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        HandlerSettings(**options)
+
+
+def test_router_defaults_apply_where_subscribe_gives_no_option() -> None:
+    router = Router(defaults=HandlerSettings(concurrency=2, lease=timedelta(minutes=2)))
+    router.subscribe(concurrency=4)(ok_handler)
+    [spec] = router.handlers
+    assert (spec.concurrency, spec.lease_s, spec.max_attempts) == (4, 120.0, 5)
+    assert spec.settings == HandlerSettings(concurrency=4, lease=timedelta(minutes=2))
+    assert Router().defaults == HandlerSettings()
+    with pytest.raises(ConfigurationError, match="defaults cannot set group"):
+        Router(defaults=HandlerSettings(group="g"))
+    with pytest.raises(ConfigurationError, match="defaults must be a HandlerSettings"):
+        Router(defaults={"concurrency": 2})  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Schedules with real processes: replicas, a replica killed, a scheduler down for ticks."""
+"""Schedule faults: replicas as real processes, one killed (in real time), and schedulers
+down for three ticks (in-process, on a fake clock)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import asyncio
 import itertools
 import json
 import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventbus import EventBus
+from eventbus import EventBus, Router
+from eventbus.schedules import Scheduler
 from eventbus.schedules.scheduler import parse_iso
-from eventbus.testing import wait_for
+from eventbus.testing import unique_prefix, wait_for
+from eventbus.testing.clock import FakeClock
+from tests.apps.events import Beat
 from tests.conftest import Processes
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,22 +64,37 @@ async def test_three_replicas_each_tick_once_even_when_one_is_killed(
     assert int(state[b"duplicates"]) >= len(ticks)  # the other replicas' publishes
 
 
+def beat_router(misfire: str) -> Router:
+    """tests.apps.sched_app's router with SCHED_SPEC="*/4 * * * * *" and SCHED_MISFIRE."""
+    router = Router()
+
+    @router.schedule("*/4 * * * * *", name="beat", misfire=misfire, misfire_grace=60)  # type: ignore[arg-type]
+    def beat(tick: datetime) -> Beat:
+        return Beat(tick=tick.isoformat())
+
+    return router
+
+
 async def test_down_for_three_ticks_then_up_with_each_misfire_policy(
-    eventbus_redis_url: str, processes: Processes, make_bus: object
+    eventbus_redis_url: str, make_bus: Callable[..., EventBus]
 ) -> None:
+    # in-process, on a fake clock: the schedulers stopped between two ticks as a SIGKILL
+    # would stop them (asleep, with nothing to say goodbye), then down for three ticks
     policies = {"skip": 0, "once": 1, "all": 3}
-    buses = {p: make_bus(eventbus_redis_url, f"mf{p}{id(processes) % 10_000}") for p in policies}  # type: ignore[operator]
-    env = {"spec": "*/4 * * * * *"}
-    procs = {
-        p: start_scheduler(processes, eventbus_redis_url, buses[p].keys.prefix, misfire=p, **env)
-        for p in policies
-    }
-    for bus in buses.values():
-        await wait_for(lambda b=bus: at_least(b, 2), timeout=30, message="2 ticks")
-    await wait_for(lambda: mid_period(4), timeout=10)  # kill all between two ticks
-    for proc in procs.values():
-        proc.kill()  # type: ignore[attr-defined]
-        proc.wait()  # type: ignore[attr-defined]
+    buses = {p: make_bus(eventbus_redis_url, unique_prefix(f"mf{p}")) for p in policies}
+    now = datetime.now(UTC)
+    clock = FakeClock(
+        now.replace(microsecond=500_000) - timedelta(seconds=now.second % 4)
+    )  # 0.5 s into a period
+    async with AsyncExitStack() as running:
+        for p, bus in buses.items():
+            await running.enter_async_context(Scheduler(bus, beat_router(p).schedules, clock=clock))
+        await clock.sleeping(len(policies))
+        await clock.advance(8)
+        for bus in buses.values():
+            await wait_for(lambda b=bus: at_least(b, 2), timeout=30, message="2 ticks")
+        await clock.advance(1.5)
+        assert mid_period(clock.now(), 4)  # kill all between two ticks
     last = {
         p: parse_iso(await b.redis.hget(b.keys.schedule("beat"), "last_tick"))
         for p, b in buses.items()
@@ -83,23 +104,19 @@ async def test_down_for_three_ticks_then_up_with_each_misfire_policy(
     # down for three ticks (+4, +8, +12 s), restarted 1.5 s after the third, so that it
     # looks 2-2.5 s after it: late, not on time
     restart_at = last_tick + timedelta(seconds=13.5)
-    await wait_for(lambda: datetime.now(UTC) >= restart_at, timeout=30, message="the outage")
-    for p in policies:
-        procs[p] = start_scheduler(
-            processes, eventbus_redis_url, buses[p].keys.prefix, misfire=p, **env
-        )
-    window_end = last_tick + timedelta(seconds=12)
-    for bus in buses.values():
-        await wait_for(lambda b=bus: handled_through(b, window_end), timeout=30)
-    for p, bus in buses.items():
-        caught_up = [t for t in await beat_ticks(bus) if last_tick < t <= window_end]
-        assert len(caught_up) == policies[p], (p, caught_up)
-    for proc in procs.values():
-        proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    await clock.advance_to(restart_at)
+    async with AsyncExitStack() as running:
+        for p, bus in buses.items():
+            await running.enter_async_context(Scheduler(bus, beat_router(p).schedules, clock=clock))
+        window_end = last_tick + timedelta(seconds=12)
+        for bus in buses.values():
+            await wait_for(lambda b=bus: handled_through(b, window_end), timeout=30)
+        for p, bus in buses.items():
+            caught_up = [t for t in await beat_ticks(bus) if last_tick < t <= window_end]
+            assert len(caught_up) == policies[p], (p, caught_up)
 
 
-def mid_period(period: int) -> bool:
-    now = datetime.now(UTC)
+def mid_period(now: datetime, period: int) -> bool:
     return 1.5 <= now.second % period + now.microsecond / 1e6 < 2.5
 
 

@@ -1,12 +1,17 @@
-"""The scheduler in-process: each tick once across replicas, misfire policies, state."""
+"""The scheduler in-process: each tick once across replicas, misfire policies, state.
+
+The scheduler's time is a FakeClock that the tests move (Redis still runs in real
+time); `test_a_tick_is_emitted_on_time_in_real_time` keeps one on the system clock.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
 import itertools
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +19,13 @@ from eventbus import Event, EventBus, Router
 from eventbus.schedules import Scheduler
 from eventbus.schedules.scheduler import iso, parse_iso
 from eventbus.testing import running_worker, wait_for
+from eventbus.testing.clock import FakeClock
 from handlers import CleanupOldNotes, NoteCreated
 from handlers import router as sample_router
 from handlers.store import NoteStore
 from tests.apps.events import Beat
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "test_my_schedules.py"
 
 
 class Pair(Event, stream="pairs"):
@@ -36,10 +44,33 @@ def every_second(router: Router, **options: object) -> None:
         return Beat(tick=tick.isoformat())
 
 
+def half_past_a_second() -> FakeClock:
+    """A fake clock half a second before the next tick of a one-second schedule."""
+    return FakeClock(datetime.now(UTC).replace(microsecond=500_000))
+
+
+async def test_a_tick_is_emitted_on_time_in_real_time(bus: EventBus) -> None:
+    router = Router()
+    every_second(router, misfire="skip")  # only a tick met on time fires
+    async with Scheduler(bus, router.schedules) as scheduler:
+        await wait_for(lambda: beats_at_least(bus, 1), timeout=10)
+    [first, *_] = [datetime.fromisoformat(t) for t in await beats(bus)]
+    assert scheduler.stats["beat"].fired >= 1
+    assert timedelta(0) < datetime.now(UTC) - first < timedelta(seconds=5)
+    state = await bus.redis.hgetall(bus.keys.schedule("beat"))
+    assert int(state[b"fires"]) >= 1 and b"skipped" not in state
+
+
 async def test_two_replicas_emit_each_tick_once(bus: EventBus) -> None:
     router = Router()
     every_second(router)
-    async with Scheduler(bus, router.schedules) as a, Scheduler(bus, router.schedules) as b:
+    clock = half_past_a_second()
+    async with (
+        Scheduler(bus, router.schedules, clock=clock) as a,
+        Scheduler(bus, router.schedules, clock=clock) as b,
+    ):
+        await clock.sleeping(2)
+        await clock.advance(3)
         await wait_for(lambda: beats_at_least(bus, 3), timeout=10)
     ticks = await beats(bus)
     assert len(ticks) == len(set(ticks))  # no tick twice
@@ -59,14 +90,11 @@ async def beats_at_least(bus: EventBus, n: int) -> bool:
     return len(await beats(bus)) >= n
 
 
-async def wait_between_ticks(period: int) -> datetime:
-    """Wait until 2-3 s past a tick of a `period`-second schedule; return that tick."""
-    while True:
-        now = datetime.now(UTC)
-        into = now.second % period + now.microsecond / 1e6
-        if 2.0 <= into < 3.0:
-            return now.replace(microsecond=0) - timedelta(seconds=now.second % period)
-        await asyncio.sleep(0.05)
+def between_ticks(period: int) -> tuple[datetime, FakeClock]:
+    """A tick of a `period`-second schedule, and a fake clock 2.5 s past it."""
+    now = datetime.now(UTC)
+    tick = now.replace(microsecond=0) - timedelta(seconds=now.second % period)
+    return tick, FakeClock(tick + timedelta(seconds=2.5))
 
 
 @pytest.mark.parametrize(("misfire", "caught_up"), [("skip", 0), ("once", 1), ("all", 3)])
@@ -79,12 +107,12 @@ async def test_misfire_policies_after_three_missed_ticks(
     def beat(tick: datetime) -> Beat:
         return Beat(tick=tick.isoformat())
 
-    latest = await wait_between_ticks(5)
+    latest, clock = between_ticks(5)
     # the last tick anyone handled was four ticks ago: three were missed
     await bus.redis.hset(
         bus.keys.schedule("beat"), "last_tick", iso(latest - timedelta(seconds=15))
     )
-    async with Scheduler(bus, router.schedules) as scheduler:
+    async with Scheduler(bus, router.schedules, clock=clock) as scheduler:
         await wait_for(lambda: scheduler.stats["beat"].fired + scheduler.stats["beat"].skipped == 3)
     ticks = [datetime.fromisoformat(t) for t in await beats(bus)]
     assert len(ticks) == caught_up
@@ -103,9 +131,9 @@ async def test_grace_bounds_the_catch_up(bus: EventBus) -> None:
     def beat(tick: datetime) -> Beat:
         return Beat(tick=tick.isoformat())
 
-    latest = await wait_between_ticks(5)
+    latest, clock = between_ticks(5)
     await bus.redis.hset(bus.keys.schedule("beat"), "last_tick", iso(latest - timedelta(seconds=5)))
-    async with Scheduler(bus, router.schedules) as scheduler:
+    async with Scheduler(bus, router.schedules, clock=clock) as scheduler:
         await wait_for(lambda: scheduler.stats["beat"].skipped == 1)
     assert await beats(bus) == []  # 2-3 s late, with a 1 s grace: not fired
 
@@ -121,7 +149,10 @@ async def test_no_history_no_catch_up_and_functions_may_fail(bus: EventBus) -> N
             raise RuntimeError("the first tick fails")
         return [Pair(tick=tick.isoformat(), half=1), Pair(tick=tick.isoformat(), half=2)]
 
-    async with Scheduler(bus, router.schedules) as scheduler:
+    clock = half_past_a_second()
+    async with Scheduler(bus, router.schedules, clock=clock) as scheduler:
+        await clock.sleeping(1)
+        await clock.advance(3)
         await wait_for(lambda: len(calls) >= 3, timeout=10)
     assert scheduler.stats["flaky"].errors == 1
     entries = await bus.redis.xrange(bus.keys.stream("pairs"))
@@ -137,7 +168,10 @@ async def test_ticks_are_given_in_the_schedules_zone(bus: EventBus) -> None:
     def zoned(tick: datetime) -> None:
         seen.append(tick)
 
-    async with Scheduler(bus, router.schedules):
+    clock = half_past_a_second()
+    async with Scheduler(bus, router.schedules, clock=clock):
+        await clock.sleeping(1)
+        await clock.advance(1)
         await wait_for(lambda: seen)
     assert seen[0].utcoffset() == timedelta(hours=9)
 
@@ -177,7 +211,13 @@ async def audit_mentions(bus: EventBus, key: str, *texts: str) -> bool:
 async def test_jitter_longer_than_the_period_loses_no_tick(bus: EventBus) -> None:
     router = Router()
     every_second(router, jitter=1.5)
-    async with Scheduler(bus, router.schedules), Scheduler(bus, router.schedules):
+    clock = half_past_a_second()
+    async with (
+        Scheduler(bus, router.schedules, clock=clock),
+        Scheduler(bus, router.schedules, clock=clock),
+    ):
+        await clock.sleeping(2)
+        await clock.advance(8)
         await wait_for(lambda: beats_at_least(bus, 6), timeout=20)
     ticks = [datetime.fromisoformat(t) for t in await beats(bus)]
     assert len(ticks) == len(set(ticks))
@@ -192,7 +232,10 @@ async def test_failures_are_recorded_in_the_state(bus: EventBus) -> None:
         return [Pair(tick=tick.isoformat(), half=1), Pair(tick=tick.isoformat(), half=2)]
 
     await bus.redis.set(bus.keys.stream("pairs"), "not a stream")  # every publish is refused
-    async with Scheduler(bus, router.schedules) as scheduler:
+    clock = half_past_a_second()
+    async with Scheduler(bus, router.schedules, clock=clock) as scheduler:
+        await clock.sleeping(1)
+        await clock.advance(2)
         await wait_for(lambda: scheduler.stats["broken"].errors >= 2)
     state = await bus.redis.hgetall(bus.keys.schedule("broken"))
     assert int(state[b"errors"]) >= 2 and b"WRONGTYPE" in state[b"last_error"]
@@ -204,7 +247,10 @@ async def test_a_changed_spec_resets_next_tick(bus: EventBus) -> None:
                                        "next_tick": "2099-01-01T00:00:00.000000Z"})  # fmt: skip
     router = Router()
     every_second(router)
-    async with Scheduler(bus, router.schedules):
+    clock = half_past_a_second()
+    async with Scheduler(bus, router.schedules, clock=clock):
+        await clock.sleeping(1)
+        await clock.advance(1)
         await wait_for(lambda: beats_at_least(bus, 1))
         await wait_for(lambda: next_tick_before(bus, key, "2099"))
 
@@ -212,3 +258,11 @@ async def test_a_changed_spec_resets_next_tick(bus: EventBus) -> None:
 async def next_tick_before(bus: EventBus, key: str, year: str) -> bool:
     value = await bus.redis.hget(key, "next_tick")
     return value is not None and value.decode() < year
+
+
+async def test_the_docs_example_of_testing_a_schedule(bus: EventBus) -> None:
+    spec = importlib.util.spec_from_file_location("docs_example_test_my_schedules", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    await example.test_the_report_is_due_at_six_in_berlin(bus)

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventbus.backoff import Reconnect
 from eventbus.bus import EventBus
+from eventbus.clock import SYSTEM_CLOCK, Clock
 from eventbus.errors import EventBusError, PublishError
 from eventbus.events import Event
 from eventbus.publishing.core import OutcomeUnknown, PublishResult
@@ -40,7 +41,6 @@ from eventbus.schedules.spec import MAX_CATCH_UP, ScheduleSpec, emitted
 from eventbus.scripts import SCRIPTS
 from eventbus.service import Runs, serve
 from eventbus.timefmt import iso, parse_iso
-from eventbus.waiting import wait_for_event
 
 log = logging.getLogger("eventbus.scheduler")
 
@@ -58,10 +58,16 @@ class ScheduleStats:
 
 class Scheduler(Runs):
     """Runs the schedules of an app. ``await scheduler.run()`` until SIGTERM/SIGINT, or
-    ``async with Scheduler(bus, router): ...``."""
+    ``async with Scheduler(bus, router): ...``.
 
-    def __init__(self, bus: EventBus, schedules: Iterable[ScheduleSpec]) -> None:
+    `clock` (default the system's) is where the scheduler reads the time and sleeps
+    towards the next tick; tests pass an `eventbus.testing.clock.FakeClock`."""
+
+    def __init__(
+        self, bus: EventBus, schedules: Iterable[ScheduleSpec], *, clock: Clock | None = None
+    ) -> None:
         self.bus = bus
+        self.clock = SYSTEM_CLOCK if clock is None else clock
         self.schedules = list(schedules)
         self.stats = {s.name: ScheduleStats() for s in self.schedules}
         self._stop = asyncio.Event()
@@ -105,7 +111,7 @@ class Scheduler(Runs):
             try:
                 if cursor is None:
                     await self._register(spec)
-                    cursor = await self._last_tick(spec) or datetime.now(UTC)
+                    cursor = await self._last_tick(spec) or self.clock.now()
                 if not warned:
                     warned = await self._check_name_clash(spec)
                 cursor = await self._turn(spec, cursor)
@@ -126,7 +132,7 @@ class Scheduler(Runs):
     async def _turn(self, spec: ScheduleSpec, cursor: datetime) -> datetime:
         """Handle the ticks due since `cursor`, then sleep towards the next; returns the
         new cursor (the latest tick handled)."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         # ticks older than this can fire under no policy: no need to walk them (a long
         # outage would make that walk block the event loop)
         horizon = now - timedelta(seconds=spec.misfire_grace_s + spec.jitter_s + ON_TIME_S + 1)
@@ -135,7 +141,7 @@ class Scheduler(Runs):
             await self._handle_tick(spec, tick, fire)
             cursor = max(cursor, tick)
         upcoming = next_tick(spec.cron, spec.tz, max(cursor, now))
-        wait = (upcoming - datetime.now(UTC)).total_seconds()
+        wait = (upcoming - self.clock.now()).total_seconds()
         if spec.jitter_s:
             wait += random.uniform(0, spec.jitter_s)
         # in short steps: a host suspended mid-sleep must not wake us far too late
@@ -183,7 +189,7 @@ class Scheduler(Runs):
             [self.bus.keys.schedule(spec.name)],
             [
                 iso(tick),
-                iso(datetime.now(UTC)),
+                iso(self.clock.now()),
                 iso(upcoming),
                 written,
                 duplicates,
@@ -197,7 +203,9 @@ class Scheduler(Runs):
 
     async def _register(self, spec: ScheduleSpec) -> None:
         """Note in the schedule index that a scheduler runs `spec` (every collector then
-        reports its state, so a schedule whose schedulers all stopped still alerts)."""
+        reports its state, so a schedule whose schedulers all stopped still alerts).
+        The score is the real wall time, whatever the clock: the collectors that read
+        it, in other processes, compare it with theirs."""
         await self.bus.redis.zadd(self.bus.keys.schedule_index(), {spec.name: time.time()})
 
     async def _fire(self, spec: ScheduleSpec, tick: datetime) -> tuple[int, int, str]:
@@ -235,13 +243,15 @@ class Scheduler(Runs):
         """Publish one event of a tick, retrying Redis trouble while the tick's key is
         remembered (a retry then cannot duplicate it); an error message when it fails."""
         reconnect = Reconnect()
+        # measured by the clock, while Redis times the key's TTL: the two agree on the
+        # system clock (the tick is now), and the margin is half the window
         give_up = tick + timedelta(seconds=spec.dedup_window_s / 2)
         while True:
             try:
                 return await self.bus.publish(event, key=key, dedup_window=spec.dedup_window_s)
             except PublishError as exc:
                 retryable = _transient(exc.__cause__)
-                if not retryable or datetime.now(UTC) > give_up or self._stop.is_set():
+                if not retryable or self.clock.now() > give_up or self._stop.is_set():
                     log.error("schedule %s: tick %s not published: %s", spec.name, iso(tick), exc)
                     return f"{type(exc).__name__}: {exc}"
                 delay = reconnect.next_delay()
@@ -280,7 +290,7 @@ class Scheduler(Runs):
         return parse_iso(value) if value else None
 
     async def _sleep(self, delay: float) -> None:
-        await wait_for_event(self._stop, delay)
+        await self.clock.sleep(delay, self._stop)
 
 
 TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
