@@ -18,7 +18,7 @@ from redis import exceptions as rx
 from eventbus.errors import ConnectionFailed, EventBusError
 
 
-class _Described:
+class _Described(Exception):
     """redis-py's exceptions print as ``NETWORK:ConnectionError`` (attributes set by an
     __init__ that a multiple-inheritance chain may skip); ours print as exceptions do."""
 
@@ -28,9 +28,9 @@ class _Described:
         return f"{type(self).__name__}({str(self)!r})"
 
 
-class ReplyError(_Described, EventBusError, rx.ResponseError):
-    """Redis answered a command with an error reply. `code` is its first word (``ERR``,
-    ``WRONGTYPE``, ...), `reply` the whole text as sent."""
+class _FromReply(_Described):
+    """Made from an error reply: `code` is its first word (``ERR``, ``WRONGTYPE``, ...),
+    `reply` the whole text as sent."""
 
     code: str = ""
     reply: str = ""
@@ -39,6 +39,10 @@ class ReplyError(_Described, EventBusError, rx.ResponseError):
         super().__init__(message)
         self.code = code
         self.reply = reply or message
+
+
+class ReplyError(_FromReply, EventBusError, rx.ResponseError):
+    """Redis answered a command with an error reply."""
 
 
 class NoScript(ReplyError, rx.NoScriptError):
@@ -104,18 +108,10 @@ class ConnectTimeout(_Described, EventBusError, rx.TimeoutError):
     """No connection (and handshake) within the connect timeout."""
 
 
-class Refusal(ConnectionLost):
+class Refusal(_FromReply, ConnectionLost):
     """An error reply that says this connection cannot be served (redis-py raises these
     as connection errors): a wrong login, a server still loading, too many clients. An
     exchange that reads one ends like a broken one."""
-
-    code: str = ""
-    reply: str = ""
-
-    def __init__(self, message: str, *, code: str = "", reply: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.reply = reply or message
 
 
 class AuthReply(Refusal, rx.AuthenticationError):

@@ -16,6 +16,7 @@ from eventbus.wire.errors import (
     AuthenticationFailed,
     AuthReply,
     ConnectionLost,
+    ConnectTimeout,
     IncompleteExchange,
     Refusal,
     ReplyError,
@@ -55,6 +56,16 @@ def lost(exc: BaseException, out: list[Any], timeout: float | None) -> Incomplet
     if isinstance(exc, TimeoutError):
         return IncompleteExchange(f"no reply from Redis within {timeout}s", out)
     return IncompleteExchange(f"connection to Redis lost: {describe_error(exc)}", out)
+
+
+def connect_failed(
+    options: ConnectionOptions, exc: BaseException, *, stage: str
+) -> ConnectTimeout | ConnectionLost:
+    """The error for a connection that could not be made (`stage`: "connecting to",
+    "shaking hands with")."""
+    if isinstance(exc, TimeoutError):
+        return ConnectTimeout(f"timed out {stage} Redis at {options.address}")
+    return ConnectionLost(f"failed {stage} Redis at {options.address}: {describe_error(exc)}")
 
 
 def closed_by_server() -> ConnectionLost:

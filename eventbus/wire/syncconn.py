@@ -19,13 +19,13 @@ import time
 import weakref
 from typing import Any
 
-from eventbus.errors import describe_error
-from eventbus.wire.errors import ConnectionLost, ConnectTimeout, Refusal
+from eventbus.wire.errors import Refusal
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.protocol import (
     READ_SIZE,
     check_handshake,
     closed_by_server,
+    connect_failed,
     handshake,
     lost,
     new_parser,
@@ -49,12 +49,8 @@ class SyncConnection:
         deadline = _deadline(timeout)
         try:
             sock = _open_socket(options, context, timeout)
-        except TimeoutError:
-            raise ConnectTimeout(f"timed out connecting to Redis at {options.address}") from None
-        except OSError as exc:
-            raise ConnectionLost(
-                f"could not connect to Redis at {options.address}: {describe_error(exc)}"
-            ) from exc
+        except OSError as exc:  # socket.timeout included
+            raise connect_failed(options, exc, stage="connecting to") from exc
         conn = cls(sock, options)
         try:
             conn._handshake(deadline)
@@ -71,13 +67,8 @@ class SyncConnection:
         try:
             self._send(payload, deadline)
             self._read(replies, count, deadline, refusals_end=False)
-        except TimeoutError:
-            raise ConnectTimeout(f"no handshake from Redis at {self.options.address}") from None
         except OSError as exc:
-            raise ConnectionLost(
-                f"connection to Redis at {self.options.address} lost in the handshake: "
-                f"{describe_error(exc)}"
-            ) from exc
+            raise connect_failed(self.options, exc, stage="shaking hands with") from exc
         check_handshake(self.options, replies)
 
     def exchange(self, payload: bytes, replies: int) -> list[Any]:

@@ -12,13 +12,13 @@ import asyncio
 import select
 from typing import Any
 
-from eventbus.errors import describe_error
-from eventbus.wire.errors import ConnectionLost, ConnectTimeout, Refusal
+from eventbus.wire.errors import Refusal
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.protocol import (
     READ_SIZE,
     check_handshake,
     closed_by_server,
+    connect_failed,
     handshake,
     lost,
     new_parser,
@@ -52,12 +52,8 @@ class Connection:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await _open_streams(options, ssl)
-        except TimeoutError:
-            raise ConnectTimeout(f"timed out connecting to Redis at {options.address}") from None
-        except OSError as exc:
-            raise ConnectionLost(
-                f"could not connect to Redis at {options.address}: {describe_error(exc)}"
-            ) from exc
+        except OSError as exc:  # TimeoutError included
+            raise connect_failed(options, exc, stage="connecting to") from exc
         conn = cls(reader, writer, options)
         try:
             await conn._handshake(timeout)
@@ -76,13 +72,8 @@ class Connection:
                 await self._writer.drain()
                 replies: list[Any] = []
                 await self._read(replies, count, refusals_end=False)
-        except TimeoutError:
-            raise ConnectTimeout(f"no handshake from Redis at {self.options.address}") from None
         except OSError as exc:
-            raise ConnectionLost(
-                f"connection to Redis at {self.options.address} lost in the handshake: "
-                f"{describe_error(exc)}"
-            ) from exc
+            raise connect_failed(self.options, exc, stage="shaking hands with") from exc
         check_handshake(self.options, replies)
 
     async def exchange(self, payload: bytes, replies: int) -> list[Any]:
