@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from eventbus import EventBus
-from eventbus.wire import _pack_hiredis, _pack_python, pack
+from eventbus.wire import pack
+from eventbus.wire.packing import _pack_hiredis, _pack_python
 
 ARGS = [
     ["PING"],

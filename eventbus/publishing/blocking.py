@@ -5,10 +5,8 @@ flusher thread of ``SyncPublisher.publish_nowait``, and a drain on the calling t
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -18,7 +16,7 @@ from eventbus.backoff import Reconnect
 from eventbus.errors import describe_error
 from eventbus.publishing.core import Outcome, Request, send_batch
 from eventbus.publishing.outbox import Outbox, Pending, PublishStats, account, to_retry
-from eventbus.wire import exchange_sync
+from eventbus.wire import SyncPool
 
 log = logging.getLogger("eventbus.publish")
 
@@ -51,44 +49,16 @@ def drive_sync(
 
 
 def client_io(client: redis.Redis) -> SyncIO:
-    """Blocking exchanges on connections of `client`'s (thread-safe) pool."""
-    pool = client.connection_pool
-    _fork_safe(pool)
-
-    def request(payload: bytes, replies: int) -> list[Any]:
-        conn = pool.get_connection()
-        try:
-            return exchange_sync(conn, payload, replies)
-        finally:
-            pool.release(conn)
-
-    return request
+    """Blocking exchanges on a thread-safe pool of our own connections, made with
+    `client`'s options (fork-safe: a child drops the connections of its parent)."""
+    return SyncPool.for_client(client).request
 
 
 def _fork_safe(pool: redis.ConnectionPool) -> None:
-    """Hold the pool's lock across a fork, so that no other thread (our flusher, taking
-    a connection) holds it at that instant: a child would inherit it locked, and
-    redis-py's reset() in the child (run even by the client's __del__ at exit) takes it
-    before replacing it, so the child hung forever at exit. Held weakly: a collected
-    pool's hooks do nothing. (Our own transport, planned, will not need this.)"""
-    ref = weakref.ref(pool)
-    lock: Any = getattr(pool, "_lock", None)
-    if lock is None:  # a redis-py without it: nothing to guard
-        return
-
-    held = [False]
-
-    def before() -> None:
-        if ref() is not None:
-            lock.acquire()  # an RLock: the forking thread owns it in parent and child
-            held[0] = True
-
-    def after() -> None:
-        if held[0]:
-            held[0] = False
-            lock.release()
-
-    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)
+    """Nothing left to guard: the flusher no longer takes connections from redis-py's
+    pool (whose lock a fork could inherit held), and `SyncPool` handles forks itself.
+    Kept only until this module's rewrite drops it."""
+    del pool
 
 
 def send_pending(batch: list[Pending], io: SyncIO, stats: PublishStats) -> list[Pending]:

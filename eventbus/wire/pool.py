@@ -1,0 +1,178 @@
+"""Connections to one Redis node: a free list of them for requests (`NodePool`, and
+`Pooled`, the one a bus makes from its redis-py client), and one of its own for
+blocking reads (`Dedicated`).
+
+One pool per node: a Cluster client keeps one `NodePool` per node address and routes by
+slot; nothing here assumes there is only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from eventbus.backoff import Backoff
+from eventbus.wire.errors import ConnectionLost, ConnectTimeout, ReplyError
+from eventbus.wire.options import ConnectionOptions
+from eventbus.wire.packing import Arg, pack
+from eventbus.wire.scripts import Script, run_script
+from eventbus.wire.transport import Connection
+
+# the pause before another connect attempt (when `connect_retries` allows one)
+CONNECT_BACKOFF = Backoff(initial=0.05, maximum=0.5, jitter=1.0)
+
+
+async def connect(options: ConnectionOptions, context: ssl.SSLContext | None) -> Connection:
+    """A new connection, with `options.connect_retries` more tries after a failure."""
+    failures = 0
+    while True:
+        try:
+            return await Connection.open(options, context)
+        except (ConnectionLost, ConnectTimeout):
+            failures += 1
+            if failures > options.connect_retries:
+                raise
+        await asyncio.sleep(CONNECT_BACKOFF.delay(failures))
+
+
+def _tls_context(options: ConnectionOptions) -> ssl.SSLContext | None:
+    return None if options.tls is None else options.tls.context()
+
+
+class NodePool:
+    """Requests on a free list of connections to one node.
+
+    A free list rather than a pool with limits: taking and returning a connection costs
+    nothing but a list pop and append. Callers bound their concurrency (the bus's
+    publish semaphore, one ack flush per group), which bounds the connections made here.
+    """
+
+    def __init__(self, options: ConnectionOptions, *, keep_idle: int = 64) -> None:
+        self.options = options
+        self._ssl = _tls_context(options)
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
+        self._hanging_up: list[Connection] = []
+        self._keep_idle = keep_idle
+        self._closed = False
+
+    async def request(self, payload: bytes, replies: int = 1) -> list[Any]:
+        """Run packed commands; replies in order, error replies as values. Never resent
+        after a transport error: the server may have run them (a resent XADD is a
+        duplicate event). An idle connection that died (a server restart, an idle
+        timeout, CLIENT KILL) is replaced before anything is written to it."""
+        conn = await self._take()
+        try:
+            return await conn.exchange(payload, replies)
+        finally:
+            self._put_back(conn)
+
+    async def _take(self) -> Connection:
+        if self._closed:
+            raise ConnectionLost("the connection pool is closed")
+        if self._hanging_up:
+            await self._after_cancelled()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_dead():
+                return conn
+            self._all.discard(conn)
+            conn.abort()
+        conn = await connect(self.options, self._ssl)
+        self._all.add(conn)
+        return conn
+
+    async def _after_cancelled(self) -> None:
+        """A request after a cancelled one sees all that the cancelled one did (what it
+        had written still ran): the publisher's exit drain looks a cut batch up in the
+        stream instead of sending it again, and must not look before it has landed."""
+        for conn in list(self._hanging_up):
+            await conn.hung_up()
+            with contextlib.suppress(ValueError):  # another request removed it first
+                self._hanging_up.remove(conn)
+            self._all.discard(conn)
+
+    def _put_back(self, conn: Connection) -> None:
+        if conn.hanging_up is not None:
+            self._hanging_up.append(conn)
+        elif conn.closed:  # its exchange broke, or the pool closed it
+            self._all.discard(conn)
+        elif not self._closed and len(self._idle) < self._keep_idle:
+            self._idle.append(conn)
+        else:  # closed meanwhile, or more idle connections than a busy moment needs
+            self._all.discard(conn)
+            conn.close()
+
+    async def aclose(self) -> None:
+        """Close every connection; requests in flight fail, later ones raise."""
+        self._closed = True
+        conns, self._all, self._idle, self._hanging_up = self._all, set(), [], []
+        for conn in conns:
+            conn.abort()
+
+    async def call(self, *args: Arg) -> Any:
+        """One command; an error reply raises."""
+        [reply] = await self.request(pack(args))
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await run_script(self.call, script, keys, args)
+
+
+class Pooled(NodePool):
+    """The pool a bus keeps for its hot-path commands, made with the options of its
+    redis-py `client` (which still serves everything else)."""
+
+    def __init__(self, client: Any, *, keep_idle: int = 64) -> None:
+        super().__init__(ConnectionOptions.from_client(client), keep_idle=keep_idle)
+        self.client = client
+
+
+class Dedicated:
+    """One connection of its own (for blocking reads), reconnected on demand."""
+
+    def __init__(self, client: Any, *, socket_timeout: float | None) -> None:
+        self.options = ConnectionOptions.from_client(client).with_socket_timeout(socket_timeout)
+        self._ssl = _tls_context(self.options)
+        self._conn: Connection | None = None
+        self.client_id: int | None = None
+
+    async def connect(self) -> None:
+        """Connect if needed (a connection found dead is replaced) and learn our
+        CLIENT ID (for CLIENT UNBLOCK)."""
+        if self._conn is not None and self._conn.is_dead():
+            self._conn.abort()
+            self._conn = None
+        if self._conn is None:
+            self.client_id = None
+            self._conn = await connect(self.options, self._ssl)
+        if self.client_id is None:
+            [reply] = await self._conn.exchange(pack(["CLIENT", "ID"]), 1)
+            if isinstance(reply, ReplyError):  # NOPERM: the user may not run CLIENT ID
+                raise reply
+            self.client_id = int(reply)
+
+    async def call(self, *args: Arg) -> Any:
+        await self.connect()
+        assert self._conn is not None
+        [reply] = await self._conn.exchange(pack(args), 1)
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        return await run_script(self.call, script, keys, args)
+
+    def reset(self) -> None:
+        """Forget the connection state after an error (the next call asks again)."""
+        self.client_id = None
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
