@@ -152,6 +152,9 @@ async def test_cancellation_mid_reply_closes_the_connection(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # closed, not kept: the server sees the blocked client go (else it would be
+        # handed the element pushed next)
+        await wait_for(lambda: not any(c["cmd"] == "blpop" for c in others(admin)))
         admin.rpush("q", "for nobody")
         # never reused: the next request gets its own reply, not the BLPOP's
         assert await pool.request(pack(["ECHO", "mine"])) == [b"mine"]
