@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from eventbus.backoff import Reconnect
 from eventbus.permissions import explain_noperm, is_noperm
 from eventbus.waiting import wait_for_event
-from eventbus.worker.deadletter import describe
+from eventbus.worker.describe import describe
 from eventbus.worker.groups import is_nogroup
 from eventbus.worker.ratelimit import RateLimited
 

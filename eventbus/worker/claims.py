@@ -7,23 +7,31 @@ and scripts themselves are `eventbus.idempotency`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
+from typing import Literal
 
 from redis.exceptions import DataError, RedisError, ResponseError
 
 from eventbus.envelope import Envelope
 from eventbus.idempotency import IdempotencyGuard, Transaction
 from eventbus.permissions import explain_noperm, is_noperm
-from eventbus.worker.deadletter import clip_repr, describe
 from eventbus.worker.delivery import Delivery
+from eventbus.worker.describe import clip_repr, describe
 from eventbus.worker.ratelimit import RateLimited
 from eventbus.worker.stats import GroupStats
 
 log = logging.getLogger("eventbus.worker")
 
+Verdict = Literal["run", "duplicate", "bounce"]
+Committed = Literal["settled", "retry"] | Exception
+
 
 class Claims:
-    """Claim, extend, commit or drop the idempotency markers of one group's deliveries."""
+    """Claim, extend, commit or drop the idempotency markers of one group's deliveries.
+
+    It settles nothing itself: `claim` and `commit_transaction` say what should happen
+    to the entry, and the group's `Settler` does it.
+    """
 
     def __init__(
         self,
@@ -31,29 +39,21 @@ class Claims:
         *,
         group: str,
         stats: GroupStats,
-        owned: dict[str, Delivery],
-        bounce: Callable[[Delivery], Awaitable[None]],
-        retry: Callable[[Delivery], Awaitable[None]],
-        succeeded: Callable[..., None],
-        failed: Callable[[Delivery, Exception], Awaitable[None]],
         user: str | None = None,
     ) -> None:
         self.guard = guard
         self._group = group
         self._stats = stats
-        self._owned = owned
-        self._bounce = bounce
-        self._retry = retry
         self.user = user
         self._warn = RateLimited(log)
-        self._succeeded = succeeded
-        self._failed = failed
         # deliveries whose sync handler outlived its timeout: their claims are kept (and
         # extended) until the thread returns, so no retry runs beside it
         self._held: dict[int, Delivery] = {}
 
-    async def claim(self, delivery: Delivery, envelope: Envelope) -> bool:
-        """Claim the delivery's idempotency key; False when it must not run now."""
+    async def claim(self, delivery: Delivery, envelope: Envelope) -> Verdict:
+        """Claim the delivery's idempotency key: "run" it, or it is a "duplicate" of a key
+        already handled (ack it), or "bounce" it (retry later without spending an
+        attempt: another delivery holds the key, or the store cannot say)."""
         key = envelope.key or envelope.stream_id
         marker = self.guard.marker(key)
         token = self.guard.token(delivery.stream_id, delivery.count)
@@ -73,8 +73,7 @@ class Claims:
                     ),
                     delivery.stream_id,
                 )
-                await self._bounce(delivery)
-                return False
+                return "bounce"
             self._stats.store_errors += 1
             if self.guard.options.on_store_error == "fail_open":
                 self._warn.warning(
@@ -88,7 +87,7 @@ class Claims:
                 # the attempted token: if the begin ran and only its reply was lost, the
                 # key is ours, not another delivery's
                 delivery.unguarded, delivery.token = marker, token
-                return True
+                return "run"
             self._warn.warning(
                 "unreachable",
                 "%s: idempotency store unreachable (%s); %s retried later",
@@ -96,8 +95,7 @@ class Claims:
                 describe(exc),
                 delivery.stream_id,
             )
-            await self._bounce(delivery)
-            return False
+            return "bounce"
         if verdict == "done":
             self._stats.duplicates += 1
             log.info(
@@ -106,14 +104,12 @@ class Claims:
                 delivery.stream_id,
                 clip_repr(key),
             )
-            self._succeeded(delivery, duplicate=True)
-            return False
+            return "duplicate"
         if verdict == "busy":
             self._stats.busy += 1
-            await self._bounce(delivery)
-            return False
+            return "bounce"
         delivery.marker, delivery.token = marker, token
-        return True
+        return "run"
 
     def tx_refusal(self, delivery: Delivery) -> str | None:
         """Why this delivery's handler may not use ctx.transaction(), or None."""
@@ -121,20 +117,20 @@ class Claims:
             return "its idempotency store is a separate Redis (idempotency_store=...)"
         return None
 
-    async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> None:
+    async def commit_transaction(self, delivery: Delivery, tx: Transaction) -> Committed:
+        """Apply the handler's transaction with the commit of its key, and say what is left
+        to do: "settled" (the script acked the entry, or it was left to be settled on
+        redelivery), "retry" (it ran unguarded and someone else holds the key now), or the
+        error that rejected it with nothing applied (a failed attempt)."""
         marker = delivery.marker or delivery.unguarded
         assert marker is not None
         token = delivery.token
-        delivery.done = True
         try:
             outcome = await self.guard.commit_transaction(delivery.stream_id, marker, token, tx)
         except (ResponseError, DataError) as exc:
             # rejected with nothing applied (unknown command, wrong arity, no permission,
-            # a marker of the wrong type): a failed attempt
-            delivery.done = False
-            await self.drop(delivery)
-            await self._failed(delivery, exc)
-            return
+            # a marker of the wrong type)
+            return exc
         except (RedisError, OSError) as exc:
             # applied or not, exactly once: either the marker says done, or our claim
             # stays and expires with the lease and the entry is handled again
@@ -144,8 +140,7 @@ class Claims:
                 delivery.stream_id,
                 describe(exc),
             )
-            self._owned.pop(delivery.stream_id, None)
-            return
+            return "settled"
         if outcome.verdict == "applied":
             self._stats.ok += 1
             if delivery.count > 1:
@@ -171,14 +166,13 @@ class Claims:
             if delivery.marker is None:
                 # ran unguarded and someone holds the key now: retry (if still ours)
                 # after the backoff, when the other has finished or given up
-                delivery.done = False
-                await self._retry(delivery)
-                return
-        self._owned.pop(delivery.stream_id, None)
+                return "retry"
+        return "settled"
 
-    async def extend(self) -> None:
-        # done ones too: a commit may still be on its way (retried by the batcher)
-        holders = [*self._owned.values(), *self._held.values()]
+    async def extend(self, owned: Iterable[Delivery]) -> None:
+        """Extend the claims of `owned` (done ones too: a commit may still be on its way,
+        retried by the batcher) and of the deliveries held past their timeout."""
+        holders = [*owned, *self._held.values()]
         claims = [(d.marker, d.token) for d in holders if d.marker]
         await self.guard.extend(claims)
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import traceback
 
 from eventbus.envelope import now_rfc3339
-from eventbus.errors import describe_error
 from eventbus.wire import Arg
+from eventbus.worker.describe import MAX_NAME_CHARS, clip, clip_repr
 
 TRACEBACK_TAIL = 2000
-MAX_ERROR_CHARS = 2000  # of an error message kept in a dead letter
-MAX_NAME_CHARS = 200  # of a value from an entry (a type, a key) quoted in a message
 # Field pairs of the original entry a dead letter copies at most (Lua's unpack() takes
 # about 8,000 values; an entry with more fields must still be dead-lettered).
 MAX_COPIED_PAIRS = 512
@@ -20,29 +18,6 @@ COPY_ALLOWANCE = 64 * 1024
 _ENVELOPE = frozenset(
     {b"id", b"type", b"source", b"time", b"key", b"ct", b"traceparent", b"tracestate", b"pk"}
 )
-
-
-def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """`text`, cut to `limit` characters with a note of how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
-
-
-def clip_repr(value: object, limit: int = MAX_NAME_CHARS) -> str:
-    """repr(value) (control characters escaped), cut to about `limit` characters."""
-    if isinstance(value, (str, bytes)) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value):,} characters)"
-    return repr(value)
-
-
-def describe(exc: BaseException, timeout_s: float | None = None) -> str:
-    """A one-line description of a failure, bounded; never raises (an exception's
-    __str__ may)."""
-    text = describe_error(exc)
-    if isinstance(exc, TimeoutError) and timeout_s is not None and text == type(exc).__name__:
-        return f"handler exceeded its timeout of {timeout_s:g}s"
-    return clip(text)
 
 
 def traceback_tail(exc: BaseException) -> str:

@@ -7,7 +7,12 @@ from typing import Any
 
 
 class Delivery:
-    """One entry we hold: read or claimed, until acked, released or dead-lettered."""
+    """One entry we hold: read or claimed, until acked, released or dead-lettered.
+
+    Which entries are held is the `Settler`'s alone (settle.py); on the delivery itself,
+    `Claims` writes the idempotency fields (marker, token, unguarded) and the `Invoker`
+    writes `overrun`.
+    """
 
     __slots__ = (
         "count",

@@ -1,8 +1,10 @@
-"""Consumer groups: creation, re-creation after they vanish, and consumer hygiene."""
+"""Consumer groups: who a consumer is in one, creation, re-creation after they vanish,
+and consumer hygiene."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -13,6 +15,18 @@ from eventbus.scripts import SCRIPTS
 from eventbus.wire import Pooled
 
 log = logging.getLogger("eventbus.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One consumer of one group on one stream: the names its Redis calls use."""
+
+    stream: str
+    key: str  # the stream's key
+    dlq_key: str  # its dead-letter stream's key
+    group: str
+    consumer: str
+    user: str | None = None  # the Redis user, named in a missing-permission message
 
 
 def start_id(start_from: StartFrom) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
 
 from eventbus.scripts import SCRIPTS
 from eventbus.waiting import wait_for_event
 from eventbus.wire import Pooled
-from eventbus.worker.groups import delete_idle_consumers
+from eventbus.worker.claims import Claims
+from eventbus.worker.groups import Member, delete_idle_consumers
 from eventbus.worker.settings import WorkerSettings
+from eventbus.worker.settle import Settler
 
 log = logging.getLogger("eventbus.worker")
 
@@ -19,38 +20,33 @@ CHUNK = 1000
 
 class LeaseKeeper:
     """Every ``lease/3`` resets the idle clock of the entries its consumer still owns
-    (`heartbeat.lua` checks the owner first). Runs until `stop()`, which the group
-    consumer calls only after in-flight handlers are done or released: leases must
-    keep being extended through the shutdown grace period.
+    (`heartbeat.lua` checks the owner first), and extends their idempotency claims. Runs
+    until `stop()`, which the group consumer calls only after in-flight handlers are done
+    or released: leases must keep being extended through the shutdown grace period.
 
-    `lock` is shared with releases, so a heartbeat never lands after a release of the
-    same entry and undoes its backoff.
+    What is owned, it asks the `Settler` (and tells it what another consumer took); it
+    takes the settler's lock, so a heartbeat never lands after a release of the same
+    entry and undoes its backoff.
     """
 
     def __init__(
         self,
         wire: Pooled,
+        member: Member,
         *,
-        key: str,
-        group: str,
-        consumer: str,
         lease_s: float,
         settings: WorkerSettings,
-        held: Callable[[], Iterable[str]],
-        lost: Callable[[str], None],
-        lock: asyncio.Lock,
-        also: Callable[[], Awaitable[None]] | None = None,
+        holdings: Settler,
+        claims: Claims | None = None,
     ) -> None:
         self._wire = wire
-        self._key = key
-        self._group = group
-        self._consumer = consumer
+        self._key = member.key
+        self._group = member.group
+        self._consumer = member.consumer
         self._interval = lease_s / 3
         self._settings = settings
-        self._held = held
-        self._lost = lost
-        self._lock = lock
-        self._also = also  # extended on the same beat (idempotency claims)
+        self._holdings = holdings
+        self._claims = claims  # extended on the same beat
         self._stop = asyncio.Event()
         self._failures = 0
 
@@ -65,8 +61,8 @@ class LeaseKeeper:
                 return
             try:
                 await self.extend()
-                if self._also is not None:
-                    await self._also()
+                if self._claims is not None:
+                    await self._claims.extend(self._holdings.held())
                 if loop.time() >= next_hygiene:
                     next_hygiene = loop.time() + self._settings.hygiene_interval_s
                     await delete_idle_consumers(
@@ -90,8 +86,8 @@ class LeaseKeeper:
                 )
 
     async def extend(self) -> None:
-        async with self._lock:
-            ids = list(self._held())
+        async with self._holdings.lock:
+            ids = self._holdings.held_ids()
             for start in range(0, len(ids), CHUNK):
                 lost = await self._wire.script(
                     SCRIPTS.heartbeat,
@@ -99,4 +95,4 @@ class LeaseKeeper:
                     [self._group, self._consumer, *ids[start : start + CHUNK]],
                 )
                 for raw in lost:
-                    self._lost(raw.decode())
+                    self._holdings.lease_lost(raw.decode())

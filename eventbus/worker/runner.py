@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterable
 
 from eventbus.bus import EventBus
+from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError, describe_error
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
@@ -71,8 +72,10 @@ class Worker(Runs):
         self._stopped = False
         self._start_failed: BaseException | None = None
 
-    async def start(self, *, timeout: float | None = None) -> None:
-        """Start every group consumer and wait until their groups exist in Redis."""
+    async def start(self, *, timeout: Duration | None = None) -> None:
+        """Start every group consumer and wait until their groups exist in Redis (within
+        `timeout`, seconds or a timedelta, when given)."""
+        timeout_s = None if timeout is None else seconds(timeout, name="Worker.start: timeout")
         if self._start_failed is not None:
             raise ConfigurationError(
                 f"this Worker's start failed ({describe_error(self._start_failed)}); "
@@ -82,13 +85,13 @@ class Worker(Runs):
             return
         self._started = True
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await check_permissions(self.bus, self.consumers)
             for consumer in self.consumers:
                 consumer.start()
             for janitor in self.janitors:
                 janitor.start()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*(c.wait_ready() for c in self.consumers))
         except asyncio.CancelledError:
             raise  # a stop requested during the start: the caller stops it, with grace
@@ -112,12 +115,15 @@ class Worker(Runs):
             self._hurry.set()
         self._stop_requested.set()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop reading, give in-flight handlers `grace` seconds, release the rest."""
+    async def stop(self, grace: Duration | None = None) -> None:
+        """Stop reading, give in-flight handlers `grace` (seconds or a timedelta; default
+        the settings' grace), release the rest."""
         if self._stopped or not self._started:
             return
+        grace_s = (
+            self.settings.grace_s if grace is None else seconds(grace, name="Worker.stop: grace")
+        )
         self._stopped = True
-        grace_s = self.settings.grace_s if grace is None else grace
         deadline = asyncio.get_running_loop().time() + grace_s
         await asyncio.gather(*(c.stop(deadline, self._hurry) for c in self.consumers))
         await asyncio.gather(*(j.stop() for j in self.janitors))
