@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from eventbus.publishing import exiting
 from eventbus.publishing.drain import Drain, Pause
@@ -35,7 +35,8 @@ async def drive(protocol: Generator[Any, Any, T], io: IO, waits: Waits | None = 
         try:
             step = protocol.send(reply) if error is None else protocol.throw(error)
         except StopIteration as stop:
-            return cast(T, stop.value)
+            value: T = stop.value
+            return value
         reply = error = None
         try:
             if type(step) is tuple:

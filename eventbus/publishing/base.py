@@ -16,7 +16,13 @@ from eventbus.envelope import Encoding
 from eventbus.errors import PublishError
 from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
-from eventbus.publishing.batch import Exchange, raise_for_batch, send_counted, single_result
+from eventbus.publishing.batch import (
+    Exchange,
+    first_result,
+    nothing_to_send,
+    raise_for_batch,
+    send_counted,
+)
 from eventbus.publishing.core import PublishCore, PublishResult, end_spans, prepare_all
 from eventbus.publishing.outbox import Outbox
 from eventbus.publishing.settings import PublishSettings, seconds_or_none
@@ -88,9 +94,10 @@ class BasePublisher:
         headers: dict[str, str] | None,
         dedup_window: Duration | None,
     ) -> Exchange[PublishResult]:
-        """``publish``, sans-IO: returns its result, or raises PublishError (nothing
-        written, or Redis refused it, or its reply was lost: then `OutcomeUnknown` is
-        the cause)."""
+        """``publish``: validates and prepares `event` now (raising, writing nothing,
+        when it cannot be published), and returns the protocol that writes it: its
+        result, or PublishError (Redis unreachable, or refused it, or the reply was lost:
+        then `OutcomeUnknown` is the cause)."""
         prepared, span = self._core.prepare_traced(
             event,
             key=key,
@@ -98,10 +105,14 @@ class BasePublisher:
             headers=headers,
             dedup_window=seconds_or_none(dedup_window, name="dedup_window"),
         )
-        outcomes = yield from send_counted(
-            [prepared], [span], self.publish_stats, "publish", f"publishing {prepared.describe()}"
+        return send_counted(
+            [prepared],
+            [span],
+            self.publish_stats,
+            "publish",
+            what=prepared.describe,
+            finish=first_result,
         )
-        return single_result(prepared, outcomes[0])
 
     def _publish_many_exchange(
         self,
@@ -109,15 +120,20 @@ class BasePublisher:
         keys: Sequence[str | None] | None,
         dedup_window: Duration | None,
     ) -> Exchange[list[PublishResult]]:
-        """``publish_many``, sans-IO: the results in order, or PublishManyError."""
+        """``publish_many``: prepares every event now, and returns the protocol that
+        writes them: the results in order, or PublishManyError."""
         window = seconds_or_none(dedup_window, name="dedup_window")
         prepared, spans = prepare_all(self._core, events, keys, window)
         if not prepared:
-            return []
-        outcomes = yield from send_counted(
-            prepared, spans, self.publish_stats, "publish_many", f"publishing {len(events)} events"
+            return nothing_to_send([])
+        return send_counted(
+            prepared,
+            spans,
+            self.publish_stats,
+            "publish_many",
+            what=lambda: f"{len(events)} events",
+            finish=raise_for_batch,
         )
-        return raise_for_batch(prepared, outcomes)
 
     def _buffer(
         self,

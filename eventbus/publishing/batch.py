@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from opentelemetry.trace import Span
@@ -96,24 +96,39 @@ def send_counted(
     spans: Sequence[Span | None],
     stats: PublishStats,
     method: str,
-    what: str,
-) -> Exchange[list[Outcome]]:
-    """`send_batch` for an awaited call (`method`: publish, publish_many): counted in
-    `stats`, its spans ended. An I/O error before anything was written raises
-    PublishError ("`what` failed: ..."), the I/O error chained as its cause."""
+    *,
+    what: Callable[[], str],
+    finish: Callable[[Sequence[Prepared], list[Outcome]], T],
+) -> Exchange[T]:
+    """An awaited call's protocol (`method`: publish, publish_many): `send_batch`,
+    counted in `stats`, its spans ended, its outcomes made into what the call returns
+    or raises by `finish`. An I/O error before anything was written raises PublishError
+    ("publishing `what()` failed: ..."), the I/O error chained as its cause (`what` is
+    called only then: the hot path formats no message)."""
     started = time.perf_counter()
     try:
         outcomes = yield from send_batch(items)
     except IO_ERRORS as exc:  # could not connect: nothing was written
         account(items, stats, method, started, None)
         end_spans(items, spans, None, exc)
-        raise PublishError(f"{what} failed: {describe_error(exc)}") from exc
+        raise PublishError(f"publishing {what()} failed: {describe_error(exc)}") from exc
     except BaseException:
         account(items, stats, method, started, None)
         raise
     account(items, stats, method, started, outcomes)
     end_spans(items, spans, outcomes)
-    return outcomes
+    return finish(items, outcomes)
+
+
+def nothing_to_send(value: T) -> Exchange[T]:
+    """A protocol that sends nothing and returns `value` (publish_many of no events)."""
+    return value
+    yield  # a generator, never reached
+
+
+def first_result(items: Sequence[Prepared], outcomes: list[Outcome]) -> PublishResult:
+    """``publish``'s result: the one event's."""
+    return single_result(items[0], outcomes[0])
 
 
 def single_result(item: Prepared, outcome: Outcome) -> PublishResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from eventbus.publishing.blocking import SyncIO
 from eventbus.publishing.drain import Drain, Pause
@@ -36,7 +36,8 @@ def drive_sync(protocol: Generator[Any, Any, T], io: SyncIO, waits: Waits | None
         try:
             step = protocol.send(reply) if error is None else protocol.throw(error)
         except StopIteration as stop:
-            return cast(T, stop.value)
+            value: T = stop.value
+            return value
         reply = error = None
         try:
             if type(step) is tuple:
