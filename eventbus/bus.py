@@ -3,90 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-import redis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
-from eventbus.connection import make_client, redact, resolve_url
+from eventbus.connection import ENV_URL, make_client, make_sync_client, resolve_url
 from eventbus.durations import Duration, seconds
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
-from eventbus.errors import ConnectionFailed, PublishError, describe_error
+from eventbus.errors import ConnectionFailed, describe_error
 from eventbus.events import Event
-from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.keys import DEFAULT_PREFIX
 from eventbus.permissions import is_refusal, refused
 from eventbus.publishing import exiting
-from eventbus.publishing.aio import AsyncFlusher, send
+from eventbus.publishing.aio import AsyncFlusher, drive
+from eventbus.publishing.base import BasePublisher, DataDir, StreamsArg
 from eventbus.publishing.blocking import SyncIO, client_io
-from eventbus.publishing.core import (
-    DEFAULT_MAX_EVENT_BYTES,
-    Outcome,
-    PublishCore,
-    PublishResult,
-    end_spans,
-    prepare_all,
-    raise_for_batch,
-    single_result,
-)
-from eventbus.publishing.outbox import (
-    DEFAULT_BUFFER_BYTES,
-    OnDrop,
-    Outbox,
-    Overflow,
-    PublishStats,
-)
-from eventbus.streams import Stream, StreamSettings
+from eventbus.publishing.core import PublishResult
+from eventbus.publishing.settings import PublishSettings, seconds_or_none
 from eventbus.wire import Pooled
 
-log = logging.getLogger("eventbus.bus")
-
-# Publishes in flight at once per bus; more wait their turn (backpressure) instead of
-# opening ever more connections.
-DEFAULT_MAX_PUBLISHING = 64
+__all__ = ["EventBus", "PublishSettings"]
 
 
-@dataclass(frozen=True)
-class PublishSettings:
-    """How a bus publishes.
-
-    - ``max_event_bytes``: larger encoded payloads are refused (default 1 MiB).
-    - ``max_publishing``: publishes in flight at once; more wait their turn (default 64).
-    - ``buffer_bytes``: bytes of encoded entries ``publish_nowait`` may hold, buffered or
-      being sent (default 32 MiB, like Kafka's ``buffer.memory``). The process holds
-      about twice that: each buffered event object is kept too, for ``on_drop``.
-    - ``buffer_size``: events ``publish_nowait`` may hold, on top of the byte bound
-      (default None: no count bound; a burst of small events that fits in
-      ``buffer_bytes`` is never dropped).
-    - ``overflow``: when the buffer is full: ``"drop"`` (counted, default), ``"raise"``
-      (BufferFull), or ``"block"`` (wait for room; only threads other than the event
-      loop's can wait: on the loop thread it raises, as blocking would stall the loop).
-    - ``deadline``: how long ``publish_nowait`` retries an event before dropping it (5 s).
-    - ``on_drop``: called with (event, reason) for each dropped event.
-    """
-
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-    max_publishing: int = DEFAULT_MAX_PUBLISHING
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES
-    buffer_size: int | None = None
-    overflow: Overflow = "drop"
-    deadline: Duration = 5.0
-    on_drop: OnDrop | None = None
-
-
-class EventBus:
+class EventBus(BasePublisher):
     """Publishes events and gives workers their Redis connections.
 
     Build it with `EventBus.from_url`; close it with ``await bus.aclose()`` or
-    ``async with bus`` (both flush what ``publish_nowait`` buffered first).
+    ``async with bus`` (both flush what ``publish_nowait`` buffered first). The asyncio
+    face of publishing: every decision is in `eventbus.publishing` (sans-IO), this class
+    does the awaiting.
     """
+
+    closed_message = "the bus is closed; publish before aclose(), or build a new bus"
 
     def __init__(
         self,
@@ -95,38 +48,23 @@ class EventBus:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
-        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        streams: StreamsArg = None,
         publishing: PublishSettings | None = None,
         url: str | None = None,
         embedded: EmbeddedRedis | None = None,
     ) -> None:
-        settings = publishing or PublishSettings()
-        self._redis = redis
-        self.service = check_name("service", service)
-        self.keys = Keys(prefix)
-        self.encoding: Encoding = encoding
-        self.streams = StreamSettings(streams)
-        self.url = url
-        self.embedded = embedded
-        self.publish_stats = PublishStats()
-        self._core = PublishCore(
-            keys=self.keys,
+        super().__init__(
             service=service,
+            prefix=prefix,
             encoding=encoding,
-            streams=self.streams,
-            max_event_bytes=settings.max_event_bytes,
+            streams=streams,
+            publishing=publishing,
+            url=url,
+            embedded=embedded,
         )
-        self._closed = False
-        self._publishing = asyncio.Semaphore(settings.max_publishing)
+        self._redis = redis
+        self._publishing = asyncio.Semaphore(self.publish_settings.max_publishing)
         self._wire = Pooled(redis)
-        self._outbox = Outbox(
-            size=settings.buffer_size,
-            max_bytes=settings.buffer_bytes,
-            overflow=settings.overflow,
-            deadline_s=seconds(settings.deadline, name="deadline"),
-            stats=self.publish_stats,
-            on_drop=settings.on_drop,
-        )
         self._flusher = AsyncFlusher(
             self._outbox, self._request, self.publish_stats, what=self._what
         )
@@ -141,9 +79,9 @@ class EventBus:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
-        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        streams: StreamsArg = None,
         publishing: PublishSettings | None = None,
-        data_dir: str | os.PathLike[str] | None = None,
+        data_dir: DataDir = None,
     ) -> EventBus:
         """A bus on `url`; with no URL, ``$EVENTBUS_REDIS_URL``, else the embedded
         server for `data_dir` (started now if none runs there). `streams` overrides the
@@ -172,18 +110,15 @@ class EventBus:
         """The shared redis-py asyncio client (a pool). Handlers may use it."""
         return self._redis
 
-    @property
-    def display_url(self) -> str:
-        return redact(self.url) if self.url else "<client>"
-
-    async def check_connection(self, timeout: float = 10.0) -> None:
-        """PING until Redis answers; after `timeout` seconds raise ConnectionFailed.
+    async def check_connection(self, timeout: Duration = 10.0) -> None:
+        """PING until Redis answers; after `timeout` (seconds or a timedelta) raise
+        ConnectionFailed (its ``url`` is the bus's, password redacted).
 
         A server that answers but refuses us (a wrong password or user, a database that
         does not exist, a user without the PING permission) fails at once: waiting
         would not help."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + seconds(timeout, name="timeout")
         reconnect = Reconnect(maximum=1.0)
         while True:
             try:
@@ -191,13 +126,14 @@ class EventBus:
                 return
             except (RedisError, OSError) as exc:
                 if is_refusal(exc):
-                    raise refused(exc, url=self.url, display_url=self.display_url) from None
+                    raise refused(exc, url=self.url, display_url=self.display_url) from exc
                 delay = reconnect.next_delay()
                 if loop.time() + delay > deadline:
                     raise ConnectionFailed(
                         f"cannot reach Redis at {self.display_url} "
-                        f"({describe_error(exc)}); "
-                        "check --redis-url / EVENTBUS_REDIS_URL and that the server is up"
+                        f"({describe_error(exc)}); check the url given to the bus (or "
+                        f"{ENV_URL}) and that the server is up",
+                        url=self.display_url,
                     ) from exc
                 await asyncio.sleep(delay)
 
@@ -229,19 +165,9 @@ class EventBus:
         """
         self._check_open()
         self._flusher.on_loop()
-        prepared, span = self._core.prepare_traced(
-            event, key=key, stream=stream, headers=headers, dedup_window=_window(dedup_window)
+        return await drive(
+            self._publish_exchange(event, key, stream, headers, dedup_window), self._request
         )
-        outcomes: list[Outcome] | None = None
-        try:
-            outcomes = await send([prepared], self._request, self.publish_stats, "publish")
-        except (RedisError, OSError) as exc:
-            end_spans([prepared], [span], None, exc)
-            raise PublishError(
-                f"publishing {prepared.describe()} failed: {describe_error(exc)}"
-            ) from exc
-        end_spans([prepared], [span], outcomes)
-        return single_result(prepared, outcomes[0])
 
     async def publish_many(
         self,
@@ -257,18 +183,7 @@ class EventBus:
         """
         self._check_open()
         self._flusher.on_loop()
-        prepared, spans = prepare_all(self._core, events, keys, _window(dedup_window))
-        if not prepared:
-            return []
-        try:
-            outcomes = await send(prepared, self._request, self.publish_stats, "publish_many")
-        except (RedisError, OSError) as exc:  # could not connect: nothing was written
-            end_spans(prepared, spans, None, exc)
-            raise PublishError(
-                f"publishing {len(events)} events failed: {describe_error(exc)}"
-            ) from exc
-        end_spans(prepared, spans, outcomes)
-        return raise_for_batch(prepared, outcomes)
+        return await drive(self._publish_many_exchange(events, keys, dedup_window), self._request)
 
     def publish_nowait(
         self,
@@ -286,35 +201,14 @@ class EventBus:
         was dropped at once because the buffer is full (overflow "drop"). Invalid events
         (not an Event, too large) still raise here, writing nothing.
         """
-        self._check_open()
-        prepared, span = self._core.prepare_traced(event, key=key, stream=stream, headers=headers)
-        try:
-            return self._outbox.put(prepared)
-        finally:
-            if span is not None:  # its write happens later, in a batch
-                span.set_attribute("eventbus.buffered", True)
-                end_spans([prepared], [span], None)
+        return self._buffer(event, key, stream, headers)
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: Duration | None = None) -> bool:
         """Wait until everything ``publish_nowait`` buffered is written (or dropped at its
-        deadline); False if `timeout` passed first."""
-        return await self._flusher.flush(timeout)
-
-    @property
-    def buffered(self) -> int:
-        """Events ``publish_nowait`` holds, not yet written."""
-        return len(self._outbox)
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
-        return self._outbox.bytes
+        deadline); False if `timeout` (seconds or a timedelta) passed first."""
+        return await self._flusher.flush(seconds_or_none(timeout, name="timeout"))
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PublishError("the bus is closed; publish before aclose(), or build a new bus")
 
     @property
     def _what(self) -> str:
@@ -331,9 +225,7 @@ class EventBus:
         client = None
         io: SyncIO | None = None
         if self.url is not None:
-            client = redis.Redis.from_url(
-                self.url, protocol=2, socket_timeout=5, socket_connect_timeout=2
-            )
+            client = make_sync_client(self.url, socket_timeout=5, connect_timeout=2)
             io = client_io(client)
         try:
             exiting.flush(self._outbox, io, self.publish_stats, what=self._what)
@@ -353,6 +245,12 @@ class EventBus:
             await self._flusher.aclose(timeout=None)
             await self._wire.aclose()
             await self._redis.aclose()
+        except (RedisError, OSError) as exc:
+            raise ConnectionFailed(
+                f"closing the connections to Redis at {self.display_url} failed: "
+                f"{describe_error(exc)}",
+                url=self.display_url,
+            ) from exc
         finally:
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.close)
@@ -367,7 +265,3 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def _window(value: Duration | None) -> float | None:
-    return None if value is None else seconds(value, name="dedup_window")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import redis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -65,8 +66,23 @@ def make_client(url: str) -> Redis:
             retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
         )
     except ValueError as exc:
-        raise ConfigurationError(
-            f"invalid Redis URL {redact(url)!r}: {exc}; expected redis://host:port/db, "
-            "rediss://..., or unix:///path/to/redis.sock"
-        ) from None
+        raise _invalid_url(url, exc) from None
     return Redis.from_pool(pool)
+
+
+def make_sync_client(url: str, *, socket_timeout: float, connect_timeout: float) -> redis.Redis:
+    """A blocking client (thread-safe pool) for code without an event loop: the sync
+    publisher, the flush at interpreter exit."""
+    try:
+        return redis.Redis.from_url(
+            url, protocol=2, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
+        )
+    except ValueError as exc:
+        raise _invalid_url(url, exc) from None
+
+
+def _invalid_url(url: str, exc: ValueError) -> ConfigurationError:
+    return ConfigurationError(
+        f"invalid Redis URL {redact(url)!r}: {exc}; expected redis://host:port/db, "
+        "rediss://..., or unix:///path/to/redis.sock"
+    )

@@ -20,7 +20,14 @@ class EventTypeError(PublishError, TypeError):
 
 
 class ConnectionFailed(EventBusError, ConnectionError):
-    """Redis could not be reached (wraps the redis-py error)."""
+    """Redis could not be reached (wraps the redis-py error). ``url``: the server's URL,
+    password redacted, when the raiser knows it (a CLI names its flag from it)."""
+
+    url: str | None = None  # (also when a subclass's __init__ chain skips ours)
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class PermissionDenied(ConfigurationError):

@@ -11,46 +11,34 @@ only the I/O differs: redis-py's thread-safe synchronous pool, and a flusher thr
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
 import redis
 
-from eventbus.bus import PublishSettings
-from eventbus.connection import redact, resolve_url
-from eventbus.durations import Duration, seconds
+from eventbus.connection import make_sync_client, resolve_url
+from eventbus.durations import Duration
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
-from eventbus.errors import ConfigurationError, PublishError, describe_error
+from eventbus.errors import ConnectionFailed, describe_error
 from eventbus.events import Event
-from eventbus.keys import DEFAULT_PREFIX, Keys, check_name
+from eventbus.keys import DEFAULT_PREFIX
 from eventbus.publishing import exiting
-from eventbus.publishing.blocking import ThreadFlusher, client_io, drive_sync
-from eventbus.publishing.core import (
-    Outcome,
-    Prepared,
-    PublishCore,
-    PublishResult,
-    end_spans,
-    prepare_all,
-    raise_for_batch,
-    send_batch,
-    single_result,
-)
-from eventbus.publishing.outbox import Outbox, PublishStats, account
-from eventbus.streams import Stream, StreamSettings
-
-log = logging.getLogger("eventbus.publish")
+from eventbus.publishing.base import BasePublisher, DataDir, StreamsArg
+from eventbus.publishing.blocking import client_io
+from eventbus.publishing.core import PublishResult
+from eventbus.publishing.settings import PublishSettings, seconds_or_none
+from eventbus.publishing.threads import ThreadFlusher, drive_sync
 
 
-class SyncPublisher:
+class SyncPublisher(BasePublisher):
     """A thread-safe publisher for synchronous code. Build it with `from_url`."""
+
+    closed_message = "the publisher is closed; build a new one"
 
     def __init__(
         self,
@@ -59,37 +47,24 @@ class SyncPublisher:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
-        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        streams: StreamsArg = None,
         publishing: PublishSettings | None = None,
         url: str | None = None,
         embedded: EmbeddedRedis | None = None,
     ) -> None:
-        settings = publishing or PublishSettings()
+        super().__init__(
+            service=service,
+            prefix=prefix,
+            encoding=encoding,
+            streams=streams,
+            publishing=publishing,
+            url=url,
+            embedded=embedded,
+        )
         self._client = client
         self._request = client_io(client)
-        self.service = check_name("service", service)
-        self.keys = Keys(prefix)
-        self.url = url
-        self.embedded = embedded
-        self.publish_stats = PublishStats()
-        self._core = PublishCore(
-            keys=self.keys,
-            service=service,
-            encoding=encoding,
-            streams=StreamSettings(streams),
-            max_event_bytes=settings.max_event_bytes,
-        )
-        self._outbox = Outbox(
-            size=settings.buffer_size,
-            max_bytes=settings.buffer_bytes,
-            overflow=settings.overflow,
-            deadline_s=seconds(settings.deadline, name="deadline"),
-            stats=self.publish_stats,
-            on_drop=settings.on_drop,
-        )
         self._flusher = ThreadFlusher(self._outbox, self._request, self.publish_stats)
         self._outbox.wake = self._flusher.wake
-        self._closed = False
         self._exit_hook = exiting.register(self)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork_in_child(ref))
@@ -102,22 +77,16 @@ class SyncPublisher:
         service: str,
         prefix: str = DEFAULT_PREFIX,
         encoding: Encoding = "json",
-        streams: Iterable[Stream] | Mapping[str, Stream] | None = None,
+        streams: StreamsArg = None,
         publishing: PublishSettings | None = None,
-        data_dir: str | os.PathLike[str] | None = None,
+        data_dir: DataDir = None,
     ) -> SyncPublisher:
         """Like `EventBus.from_url`: a URL, ``$EVENTBUS_REDIS_URL``, or the embedded server."""
         url, embedded = resolve_url(
             url, service=service, prefix=prefix, encoding=encoding, data_dir=data_dir
         )
-        try:
-            client = redis.Redis.from_url(
-                url, protocol=2, socket_timeout=10, socket_connect_timeout=5
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
         return cls(
-            client,
+            make_sync_client(url, socket_timeout=10, connect_timeout=5),
             service=service,
             prefix=prefix,
             encoding=encoding,
@@ -126,16 +95,6 @@ class SyncPublisher:
             url=url,
             embedded=embedded,
         )
-
-    def _send(self, items: Sequence[Prepared], method: str) -> list[Outcome]:
-        started = time.perf_counter()
-        try:
-            outcomes = drive_sync(send_batch(items), self._request)
-        except BaseException:
-            account(items, self.publish_stats, method, started, None)
-            raise
-        account(items, self.publish_stats, method, started, outcomes)
-        return outcomes
 
     def publish(
         self,
@@ -148,19 +107,9 @@ class SyncPublisher:
     ) -> PublishResult:
         """Write `event` now; see `EventBus.publish`."""
         self._check_open()
-        window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
-        prepared, span = self._core.prepare_traced(
-            event, key=key, stream=stream, headers=headers, dedup_window=window
+        return drive_sync(
+            self._publish_exchange(event, key, stream, headers, dedup_window), self._request
         )
-        try:
-            outcomes = self._send([prepared], "publish")
-        except (redis.RedisError, OSError) as exc:
-            end_spans([prepared], [span], None, exc)
-            raise PublishError(
-                f"publishing {prepared.describe()} failed: {describe_error(exc)}"
-            ) from exc
-        end_spans([prepared], [span], outcomes)
-        return single_result(prepared, outcomes[0])
 
     def publish_many(
         self,
@@ -171,19 +120,7 @@ class SyncPublisher:
     ) -> list[PublishResult]:
         """Write several events in one round trip; see `EventBus.publish_many`."""
         self._check_open()
-        window = None if dedup_window is None else seconds(dedup_window, name="dedup_window")
-        prepared, spans = prepare_all(self._core, events, keys, window)
-        if not prepared:
-            return []
-        try:
-            outcomes = self._send(prepared, "publish_many")
-        except (redis.RedisError, OSError) as exc:
-            end_spans(prepared, spans, None, exc)
-            raise PublishError(
-                f"publishing {len(events)} events failed: {describe_error(exc)}"
-            ) from exc
-        end_spans(prepared, spans, outcomes)
-        return raise_for_batch(prepared, outcomes)
+        return drive_sync(self._publish_many_exchange(events, keys, dedup_window), self._request)
 
     def publish_nowait(
         self,
@@ -192,37 +129,17 @@ class SyncPublisher:
         key: str | None = None,
         stream: str | None = None,
         headers: dict[str, str] | None = None,
-        block_timeout: float | None = None,
+        block_timeout: Duration | None = None,
     ) -> bool:
         """Buffer `event` for the flusher thread and return; see `EventBus.publish_nowait`.
         Under ``overflow="block"`` a full buffer makes the calling thread wait for room
-        (at most `block_timeout` seconds, then BufferFull)."""
-        self._check_open()
-        prepared, span = self._core.prepare_traced(event, key=key, stream=stream, headers=headers)
-        try:
-            return self._outbox.put(prepared, block_timeout=block_timeout)
-        finally:
-            if span is not None:
-                span.set_attribute("eventbus.buffered", True)
-                end_spans([prepared], [span], None)
+        (at most `block_timeout`, seconds or a timedelta, then BufferFull)."""
+        return self._buffer(event, key, stream, headers, block_timeout)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything buffered is written (or dropped); False on timeout."""
-        return self._outbox.wait_idle(timeout)
-
-    @property
-    def buffered(self) -> int:
-        """Events ``publish_nowait`` holds, not yet written."""
-        return len(self._outbox)
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes ``publish_nowait`` holds (encoded entries, buffered or being sent)."""
-        return self._outbox.bytes
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PublishError("the publisher is closed; build a new one")
+    def flush(self, timeout: Duration | None = None) -> bool:
+        """Wait until everything buffered is written (or dropped); False if `timeout`
+        (seconds or a timedelta) passed first."""
+        return self._outbox.wait_idle(seconds_or_none(timeout, name="timeout"))
 
     def close(self) -> None:
         """Flush the buffer (each event waits at most until its deadline), stop the
@@ -234,6 +151,12 @@ class SyncPublisher:
         try:
             self._flusher.close()
             self._client.close()
+        except (redis.RedisError, OSError) as exc:
+            raise ConnectionFailed(
+                f"closing the connections to Redis at {self.display_url} failed: "
+                f"{describe_error(exc)}",
+                url=self.display_url,
+            ) from exc
         finally:
             if self.embedded is not None:
                 self.embedded.close()

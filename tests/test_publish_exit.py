@@ -48,7 +48,7 @@ ASYNC = """
 ASYNC_STARTED = """
     import asyncio
     from eventbus import EventBus, PublishSettings
-    from eventbus.bus import make_client
+    from eventbus.connection import make_client
     from tests.apps.events import Job
 
     async def main() -> None:

@@ -216,7 +216,8 @@ def test_batch_protocol_accounts_for_every_item() -> None:
     from redis.exceptions import NoScriptError
 
     from eventbus.keys import Keys
-    from eventbus.publishing.core import PublishCore, PublishResult, send_batch
+    from eventbus.publishing.batch import send_batch
+    from eventbus.publishing.core import PublishCore, PublishResult
 
     core = PublishCore(keys=Keys("p"), service="s")
     items = [core.prepare(Job(n=0)), core.prepare(Job(n=1), key="k"), core.prepare(Job(n=2))]

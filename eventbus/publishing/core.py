@@ -1,18 +1,16 @@
-"""What every publisher shares, with no I/O: validation, the envelope, the XADD or
-dedup-script command, and the batch protocol (sans-IO, driven by the async bus and by
-the sync publisher alike).
-"""
+"""Events into commands, with no I/O: validation, the envelope, the XADD or dedup-script
+command of each event (`Prepared`), and what a publish results in (`PublishResult`, or
+an error; `OutcomeUnknown` when the reply was lost)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import msgspec
 from opentelemetry.trace import Span
-from redis.exceptions import NoScriptError, ResponseError
 
 from eventbus import tracing
 from eventbus.envelope import (
@@ -28,14 +26,13 @@ from eventbus.errors import (
     EventTooLarge,
     EventTypeError,
     PublishError,
-    PublishManyError,
 )
 from eventbus.events import Event
 from eventbus.keys import Keys, check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import StreamSettings
 from eventbus.text import as_text
-from eventbus.wire import Arg, IncompleteExchange, pack
+from eventbus.wire import Arg, pack
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
@@ -54,6 +51,10 @@ class PublishResult(str):
 
 class OutcomeUnknown(PublishError):
     """The connection failed before the reply: the event may or may not be in Redis."""
+
+
+# one event's outcome: written (or a duplicate), or the error Redis answered, or unknown
+Outcome = PublishResult | Exception
 
 
 @dataclass(slots=True)
@@ -278,99 +279,6 @@ def _refusal(event: Event, problem: str) -> str:
         f"cannot publish {cls.__name__} (type {cls.__eb_type__!r}): {problem}; the handlers' "
         "strict decoder would refuse it, so nothing was written"
     )
-
-
-Request = tuple[bytes, int]
-Outcome = PublishResult | Exception
-
-
-def send_batch(items: Sequence[Prepared]) -> Generator[Request, list[Any], list[Outcome]]:
-    """The batch protocol: yields (payload, reply count) requests, receives the replies,
-    returns one outcome per item: a PublishResult, the error Redis answered (not
-    written), or OutcomeUnknown (the connection failed before its reply).
-
-    Dedup-script commands answered NOSCRIPT (a restarted or flushed Redis) did not run:
-    the script is loaded and just those are sent again, which is safe. The driver throws
-    I/O errors in: IncompleteExchange carries the replies that did arrive; any other
-    error means the request was not sent (raised again in the first round, where nothing
-    was written; in the second, only the re-sent items are marked not written).
-    """
-    outcomes: list[Outcome | None] = [None] * len(items)
-    pending = list(range(len(items)))
-    for round_ in range(2):
-        payload = b"".join(items[i].packed for i in pending)
-        count = len(pending)
-        if round_ == 1:
-            payload = pack(["SCRIPT", "LOAD", SCRIPTS.publish_dedup.source]) + payload
-        try:
-            replies = yield payload, count + round_
-        except IncompleteExchange as exc:
-            replies = exc.replies
-        except Exception as exc:
-            if round_ == 0:
-                raise
-            for i in pending:
-                outcomes[i] = exc
-            break
-        # (in the second round, skip the SCRIPT LOAD reply)
-        pending = _settle(items, pending, replies[round_:], outcomes, may_retry=round_ == 0)
-        if not pending:
-            break
-    return [o if o is not None else OutcomeUnknown("not sent") for o in outcomes]
-
-
-def _settle(
-    items: Sequence[Prepared],
-    pending: list[int],
-    replies: list[Any],
-    outcomes: list[Outcome | None],
-    *,
-    may_retry: bool,
-) -> list[int]:
-    """Record the outcome of each sent item; returns those to send again (NOSCRIPT)."""
-    retry = []
-    for n, i in enumerate(pending):
-        if n >= len(replies):
-            outcomes[i] = OutcomeUnknown(f"no reply for {items[i].describe()}")
-        elif may_retry and items[i].deduped and isinstance(replies[n], NoScriptError):
-            retry.append(i)
-        else:
-            outcomes[i] = items[i].result(replies[n])
-    return retry
-
-
-def raise_for_batch(items: Sequence[Prepared], outcomes: list[Outcome]) -> list[PublishResult]:
-    """The results, or PublishManyError saying which events were written and which not."""
-    if all(isinstance(o, PublishResult) for o in outcomes):
-        return outcomes  # type: ignore[return-value]
-    results: list[str | None] = [o if isinstance(o, PublishResult) else None for o in outcomes]
-    failed = {
-        i: o
-        for i, o in enumerate(outcomes)
-        if isinstance(o, Exception) and not isinstance(o, OutcomeUnknown)
-    }
-    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
-    written = sum(r is not None for r in results)
-    first = min([*failed, *unknown])
-    problem = failed.get(first) or outcomes[first]
-    detail = str(problem) or type(problem).__name__
-    raise PublishManyError(
-        f"{written} of {len(items)} events written, {len(failed)} refused by Redis, "
-        f"{len(unknown)} of unknown outcome (connection lost before their reply); first "
-        f"problem at index {first} ({items[first].describe()}): {detail}",
-        results=results,
-        failed=failed,
-        unknown=unknown,
-    )
-
-
-def single_result(item: Prepared, outcome: Outcome) -> PublishResult:
-    if isinstance(outcome, PublishResult):
-        return outcome
-    if isinstance(outcome, ResponseError):
-        raise PublishError(f"Redis refused {item.describe()}: {outcome}") from outcome
-    reason = str(outcome) or type(outcome).__name__
-    raise PublishError(f"publishing {item.describe()} failed: {reason}") from outcome
 
 
 def prepare_all(

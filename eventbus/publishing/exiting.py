@@ -11,8 +11,10 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from eventbus.publishing.blocking import SyncIO, drain
-from eventbus.publishing.outbox import Outbox, PublishStats
+from eventbus.publishing.blocking import SyncIO
+from eventbus.publishing.outbox import Outbox
+from eventbus.publishing.stats import PublishStats
+from eventbus.publishing.threads import drain
 
 log = logging.getLogger("eventbus.publish")
 

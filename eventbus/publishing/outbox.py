@@ -10,95 +10,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
-from eventbus.errors import BufferFull, ConfigurationError
-from eventbus.events import Event
-from eventbus.histogram import Histogram
-from eventbus.publishing.core import Outcome, OutcomeUnknown, Prepared, PublishResult
+from eventbus.errors import BufferFull
+from eventbus.publishing.core import Prepared
+from eventbus.publishing.settings import Overflow, PublishSettings
+from eventbus.publishing.stats import PublishStats, record_drops
 
 log = logging.getLogger("eventbus.publish")
-
-Overflow = Literal["drop", "block", "raise"]
-OnDrop = Callable[[Event, str], object]
-
-
-@dataclass
-class PublishStats:
-    """Counters of one publisher; the Prometheus collector reads them at scrape time."""
-
-    published: int = 0  # written to Redis (publish, publish_many, publish_nowait)
-    duplicates: int = 0  # not written: a key already seen in its dedup window
-    dropped: int = 0  # publish_nowait events given up: buffer full or deadline passed
-    retried: int = 0  # publish_nowait batches sent again after a Redis error
-    # (stream, type, outcome: ok | duplicate | error | dropped) -> events
-    by_outcome: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    dropped_by_stream: Counter[str] = field(default_factory=Counter)
-    # publish | publish_many | publish_nowait -> time to Redis's reply, per call or batch
-    durations: dict[str, Histogram] = field(default_factory=dict)
-    # publishers on several threads (SyncPublisher, its flusher) share one PublishStats;
-    # uncontended, the lock costs tens of nanoseconds per call or batch
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def observe(self, method: str, seconds: float) -> None:
-        with self.lock:
-            hist = self.durations.get(method)
-            if hist is None:
-                hist = self.durations[method] = Histogram()
-            hist.observe(seconds)
-
-
-def record(items: Sequence[Prepared], outcomes: list[Outcome], stats: PublishStats) -> None:
-    with stats.lock:
-        for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, PublishResult):
-                if outcome.duplicate:
-                    stats.duplicates += 1
-                    stats.by_outcome[item.stream, item.type_name, "duplicate"] += 1
-                else:
-                    stats.published += 1
-                    stats.by_outcome[item.stream, item.type_name, "ok"] += 1
-            else:
-                stats.by_outcome[item.stream, item.type_name, "error"] += 1
-
-
-def account(
-    items: Sequence[Prepared],
-    stats: PublishStats,
-    method: str,
-    started: float,
-    outcomes: list[Outcome] | None,
-) -> None:
-    """Count one publish call or batch started at `started` (perf_counter): its time to
-    Redis's reply, and each event's outcome (None: the call raised, all are errors)."""
-    stats.observe(method, time.perf_counter() - started)
-    if outcomes is None:
-        record_failure(items, stats)
-    else:
-        record(items, outcomes, stats)
-
-
-def record_failure(items: Sequence[Prepared], stats: PublishStats) -> None:
-    """A publish call that raised (Redis unreachable): every event in it is an error."""
-    with stats.lock:
-        for item in items:
-            stats.by_outcome[item.stream, item.type_name, "error"] += 1
-
-
-def to_retry(batch: list[Pending], outcomes: list[Outcome]) -> list[Pending]:
-    """What a flusher sends again: everything not written. An unknown outcome may have
-    been written already (sent again, it may be twice: a key dedupes it); a Redis error
-    (OOM, READONLY during a failover) may pass. The deadline bounds both."""
-    retry = []
-    for pending, outcome in zip(batch, outcomes, strict=True):
-        if isinstance(outcome, Exception):
-            if not isinstance(outcome, OutcomeUnknown):
-                log.warning(
-                    "publish_nowait: Redis refused %s: %s", pending.prepared.describe(), outcome
-                )
-            retry.append(pending)
-    return retry
 
 
 def _tally(items: Sequence[Prepared]) -> str:
@@ -123,9 +42,6 @@ class Pending:
     size: int  # bytes counted against the buffer: the packed command
 
 
-DEFAULT_BUFFER_BYTES = 32 * 1024 * 1024
-
-
 class Outbox:
     """A bounded FIFO of prepared events waiting for the flusher.
 
@@ -140,36 +56,18 @@ class Outbox:
 
     def __init__(
         self,
-        *,
-        size: int | None = None,
-        max_bytes: int = DEFAULT_BUFFER_BYTES,
-        overflow: Overflow,
-        deadline_s: float,
+        settings: PublishSettings,
         stats: PublishStats,
-        on_drop: OnDrop | None = None,
+        *,
         wake: Callable[[], None] = lambda: None,
         may_block: Callable[[], bool] | None = None,
     ) -> None:
-        if size is not None and (not isinstance(size, int) or size < 1):
-            raise ConfigurationError(
-                f"buffer_size must be a positive int or None (no count bound), got {size!r}"
-            )
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-            raise ConfigurationError(
-                f"buffer_bytes must be a positive int (bytes), got {max_bytes!r}"
-            )
-        if overflow not in ("drop", "block", "raise"):
-            raise ConfigurationError(
-                f"overflow must be 'drop', 'block' or 'raise', got {overflow!r}"
-            )
-        if deadline_s <= 0:
-            raise ConfigurationError(f"deadline must be positive, got {deadline_s!r}")
-        self.size = size
-        self.max_bytes = max_bytes
-        self.overflow: Overflow = overflow
-        self.deadline_s = deadline_s
+        self.size = settings.buffer_size
+        self.max_bytes = settings.buffer_bytes
+        self.overflow: Overflow = settings.overflow
+        self.deadline_s = settings.deadline_s
         self.stats = stats
-        self.on_drop = on_drop
+        self.on_drop = settings.on_drop
         self.wake = wake
         self.may_block = may_block or outside_event_loop
         self._items: deque[Pending] = deque()
@@ -312,11 +210,7 @@ class Outbox:
 
     def drop(self, items: list[Prepared], reason: str) -> None:
         """Count, log and report events given up on (never under the lock)."""
-        with self.stats.lock:
-            self.stats.dropped += len(items)
-            for prepared in items:
-                self.stats.dropped_by_stream[prepared.stream] += 1
-                self.stats.by_outcome[prepared.stream, prepared.type_name, "dropped"] += 1
+        record_drops(items, self.stats)
         if len(items) == 1:
             log.error("publish_nowait dropped %s: %s", items[0].describe(), reason)
         elif items:  # one line for a batch: an outage must not flood the log
