@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 from eventbus import inspection as ins
 from eventbus.cli import output as o
-from eventbus.cli.inspect import connected, render_entry
+from eventbus.cli.connect import connected
+from eventbus.cli.inspect import render_entry
 from eventbus.cli.loader import load_app
 from eventbus.retention import GroupNeed, TrimReport, trim_stream
 from eventbus.streamid import format_id

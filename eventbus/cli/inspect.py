@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import msgspec
-from redis.exceptions import RedisError
 
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
-from eventbus.cli.failures import explain
+from eventbus.cli.connect import connected
 from eventbus.cli.loader import load_app
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
@@ -25,33 +22,6 @@ from eventbus.events import registered
 from eventbus.keys import check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
-
-
-@contextlib.asynccontextmanager
-async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
-    """A bus for the command's --redis-url/--prefix, checked to answer."""
-    bus = EventBus.from_url(
-        args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
-    )
-    try:
-        await _refused(bus, min(1.0, args.connect_timeout))
-        await bus.check_connection(args.connect_timeout)
-        yield bus
-    finally:
-        await bus.aclose()
-
-
-async def _refused(bus: EventBus, timeout: float) -> None:
-    """Fail at once, clearly, when Redis answers but refuses us (a wrong password, a
-    missing permission, a cluster node): waiting for it to come up would not help."""
-    try:
-        async with asyncio.timeout(timeout):
-            await bus.redis.ping()
-    except (RedisError, OSError) as exc:  # TimeoutError too: check_connection waits on
-        message = explain(exc)
-        if message is not None:
-            raise o.UsageError(message) from None
-        # not up yet, or unreachable: check_connection waits for it
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -487,8 +457,9 @@ async def _follow(
         for t in (task, stopper):
             t.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    failed = task.exception() if task.done() and not task.cancelled() else None
+    if failed is not None:
+        raise failed
 
 
 async def show(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -649,4 +620,4 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = ["EventBusError", "add_parsers", "connected", "render_entry"]
+__all__ = ["EventBusError", "add_parsers", "render_entry"]

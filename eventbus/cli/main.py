@@ -14,7 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus import __version__
-from eventbus.cli.failures import explain, redis_failure
+from eventbus.cli.failures import failure, redis_failure
 from eventbus.cli.output import positive, safe
 from eventbus.errors import EventBusError, describe_error
 from eventbus.keys import DEFAULT_PREFIX
@@ -256,13 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run_async(_command(args.command, args), args)
     except EventBusError as exc:
-        print(f"eventbus: error: {safe(explain(exc) or describe_error(exc))}", file=sys.stderr)
+        print(f"eventbus: error: {safe(failure(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`eventbus tail ... | head`): not an error
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (RedisError, ConnectionError, TimeoutError) as exc:
+    except (RedisError, ConnectionError, TimeoutError) as exc:  # the last resort: no traceback
         print(f"eventbus: error: {safe(redis_failure(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file that cannot be written, and the like

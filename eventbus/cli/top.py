@@ -11,14 +11,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from redis.exceptions import RedisError
-
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
-from eventbus.cli.failures import explain
-from eventbus.cli.inspect import connected
-from eventbus.errors import describe_error
+from eventbus.cli.connect import connected
+from eventbus.cli.failures import cause_of, explain
+from eventbus.errors import EventBusError, describe_error
 
 ENTER, LEAVE, HOME = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l", "\x1b[H\x1b[2J"
 
@@ -102,7 +100,7 @@ async def _refresh(
     """Show one refresh; the snapshot for the next one's rates (None after an error)."""
     try:
         now = await ins.snapshot(bus)
-    except (RedisError, OSError) as exc:  # a live view waits for Redis to come back
+    except (EventBusError, OSError) as exc:  # a live view waits for Redis to come back
         _show_error(exc, out, screen=screen, bus=bus, as_json=args.json)
         return None
     if args.json:
@@ -118,7 +116,7 @@ async def _refresh(
 def _show_error(
     exc: BaseException, out: TextIO, screen: bool, bus: EventBus, as_json: bool
 ) -> None:
-    message = f"Redis unavailable ({explain(exc) or describe_error(exc)}); retrying"
+    message = f"Redis unavailable ({explain(exc) or describe_error(cause_of(exc))}); retrying"
     if as_json:
         out.write(json.dumps({"at": round(time.time(), 3), "error": message}) + "\n")
     else:
