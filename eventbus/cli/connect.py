@@ -9,8 +9,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from eventbus.bus import EventBus
+from eventbus.cli.args import UsageError
 from eventbus.cli.failures import explain
-from eventbus.cli.output import UsageError
 from eventbus.errors import ConnectionFailed, EventBusError, describe_error
 from eventbus.redis_errors import redis_errors
 

@@ -35,11 +35,11 @@ class DeliveryState:
     # unread | pending | passed (acknowledged, or skipped by the group: created after the
     # entry, or reset past it) | dead-lettered | not for this group (targeted elsewhere)
     state: str
-    consumer: str | None = None
-    deliveries: int | None = None
-    idle_s: float | None = None
-    dead_letter_id: str | None = None
-    target: str | None = None
+    consumer: str | None = None  # pending: who holds it,
+    deliveries: int | None = None  # how often it was delivered,
+    idle_s: float | None = None  # and since when
+    dead_letter_id: str | None = None  # dead-lettered: the letter's id
+    target: str | None = None  # not for this group: the group it is for
 
 
 @guarded

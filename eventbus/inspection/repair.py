@@ -14,8 +14,6 @@ from eventbus.scripts import SCRIPTS
 from eventbus.streamid import parse_id
 from eventbus.text import as_text
 
-FORCE = Param("force", "force=True")
-
 
 @dataclass(frozen=True, slots=True)
 class ResetPlan:
@@ -172,6 +170,9 @@ async def delete_consumer(
             f"not deleted{handed}: stop it, then run this again"
         )
     return ConsumerRemoval(consumer, pending, claim_to, claimed, True)
+
+
+FORCE = Param("force", "force=True")
 
 
 def _check_removal(

@@ -21,8 +21,6 @@ from eventbus.inspection.common import (
 from eventbus.status import GroupInfo, StreamInfo, stream_info
 from eventbus.text import as_text
 
-PREFIX = Param("prefix", "the bus's prefix")
-
 
 @dataclass(frozen=True, slots=True)
 class StreamSummary:
@@ -105,6 +103,9 @@ def _summary(bus: EventBus, name: str, info: Any, more: list[Any]) -> StreamSumm
 def _memory(reply: Any) -> int | None:
     """MEMORY USAGE's figure; None where the server refused it (or the key is gone)."""
     return None if isinstance(reply, Exception) or reply is None else int(reply)
+
+
+PREFIX = Param("prefix", "the bus's prefix")
 
 
 @guarded
