@@ -9,10 +9,10 @@ from typing import Self
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """An argument of the API that an error's message names as the fix: `name` as in the
-    signature (``"claim_to"``), `text` the words the message uses for it, `value` the one
-    to give, if the fix is a value. A front end puts its own name in their place (the
-    CLI: its flag), through `EventBusError.render`."""
+    """A name of the API that an error's message gives as the fix (an argument, as in the
+    signature: ``"claim_to"``; or a function): `text` the words the message uses for it,
+    `value` the one to give, if the fix is a value. A front end puts its own name in
+    their place (the CLI: its flag), through `EventBusError.render`."""
 
     name: str
     text: str
@@ -58,11 +58,6 @@ class ConnectionFailed(EventBusError, ConnectionError):
     """Redis could not be reached (wraps the redis-py error)."""
 
 
-class CommandFailed(EventBusError):
-    """Redis answered a command with an error other than a missing permission or an
-    outage (MOVED from a cluster node, WRONGTYPE, OOM...); the redis-py error is the cause."""
-
-
 class PermissionDenied(ConfigurationError):
     """The Redis user lacks an ACL permission the bus needs (a NOPERM reply): a
     configuration mistake, not an outage. The message names what is missing."""
@@ -78,6 +73,11 @@ class DecodeError(EventBusError):
 
 class EmbeddedServerError(EventBusError):
     """The embedded Redis server could not be found or started."""
+
+
+class CommandFailed(EventBusError):
+    """Redis answered a command with an error other than a missing permission or an
+    outage (MOVED from a cluster node, WRONGTYPE, OOM...); the redis-py error is the cause."""
 
 
 class EventTooLarge(PublishError, ValueError):

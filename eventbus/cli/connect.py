@@ -12,6 +12,7 @@ from eventbus.bus import EventBus
 from eventbus.cli.args import UsageError
 from eventbus.cli.failures import explain
 from eventbus.errors import ConnectionFailed, EventBusError, describe_error
+from eventbus.permissions import is_refusal
 from eventbus.redis_errors import redis_errors
 
 UNREACHABLE = (
@@ -33,7 +34,7 @@ async def reach(bus: EventBus, timeout: float) -> None:
         await bus.check_connection(timeout)
     except ConnectionFailed as exc:
         cause = exc.__cause__
-        if exc.parts or cause is None:  # it names its arguments, or Redis refused us
+        if exc.parts or cause is None or is_refusal(cause):  # the fix is not the URL
             raise
         reason = describe_error(cause)
         raise ConnectionFailed(UNREACHABLE.format(url=bus.display_url, reason=reason)) from cause
