@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from eventbus.errors import EmbeddedServerError
+from eventbus.errors import EmbeddedServerError, Param
 
 log = logging.getLogger("eventbus.embedded")
 
@@ -85,10 +85,12 @@ def find_redis_server() -> tuple[str, tuple[int, int, int]]:
         if version is not None and (best is None or version > best[1]):
             best = (candidate, version)
     if best is None:
-        raise EmbeddedServerError(
+        raise EmbeddedServerError.naming(
             "no redis-server found for the embedded default: install Redis "
             "(e.g. `apt install redis-server`), or `pip install 'eventbus[embedded]'`, "
-            "or pass a URL (--redis-url / EVENTBUS_REDIS_URL)"
+            "or pass a URL (",
+            Param("url", "EventBus.from_url's url, or EVENTBUS_REDIS_URL"),
+            ")",
         )
     return best
 

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Self
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A name of the API that an error's message gives as the fix (an argument, as in the
+    signature: ``"claim_to"``; or a function): `text` the words the message uses for it,
+    `value` the one to give, if the fix is a value. A front end puts its own name in
+    their place (the CLI: its flag), through `EventBusError.render`."""
+
+    name: str
+    text: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
 
 class EventBusError(Exception):
     """Root of every error eventbus raises."""
+
+    # the message in parts, when it names arguments of the API (`naming`)
+    parts: tuple[str | Param, ...] = ()
+
+    @classmethod
+    def naming(cls, *parts: str | Param) -> Self:
+        """The error with the message `parts` joined, each Param in its API words."""
+        error = cls("".join(map(str, parts)))
+        error.parts = parts
+        return error
+
+    def render(self, spell: Callable[[Param], str | None]) -> str:
+        """The message with each Param it names spelled by `spell` (None: as it is)."""
+        if not self.parts:
+            return describe_error(self)
+        return "".join(p if isinstance(p, str) else spell(p) or p.text for p in self.parts)
 
 
 class ConfigurationError(EventBusError, ValueError):
@@ -45,6 +80,11 @@ class DecodeError(EventBusError):
 
 class EmbeddedServerError(EventBusError):
     """The embedded Redis server could not be found or started."""
+
+
+class CommandFailed(EventBusError):
+    """Redis answered a command with an error other than a missing permission or an
+    outage (MOVED from a cluster node, WRONGTYPE, OOM...); the redis-py error is the cause."""
 
 
 class EventTooLarge(PublishError, ValueError):

@@ -82,12 +82,16 @@ def is_refusal(exc: BaseException) -> bool:
     return any(word in text for word in _REFUSALS)
 
 
-def refused(exc: BaseException, *, url: str | None, display_url: str) -> EventBusError:
+def refused(
+    exc: BaseException, *, url: str | None, display_url: str, user: str | None = None
+) -> EventBusError:
     """The error for a server that answered but refused us: credentials, database,
-    permission. Retrying would not help, so callers raise it at once."""
+    permission. Retrying would not help, so callers raise it at once. (The ACL user is
+    the URL's, else `user`.)"""
     text = describe_error(exc)
     if is_noperm(exc):
-        return PermissionDenied(explain_noperm(exc, user=user_of(url), what=display_url))
+        who = user_of(url) or user
+        return PermissionDenied(explain_noperm(exc, user=who, what=display_url))
     upper = text.upper()
     if isinstance(exc, AuthenticationError) or any(
         word in upper for word in ("WRONGPASS", "NOAUTH", "AUTHENTICATION", "INVALID PASSWORD")

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventbus.keys import Keys
+from eventbus.redis_errors import client_errors
 from eventbus.streamid import StreamId, format_id, parse_id, successor
 from eventbus.streams import Stream
 from eventbus.text import as_text
@@ -44,7 +45,13 @@ class TrimReport:
 
 
 async def group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[GroupNeed]:
-    """What each group of the stream still needs (one XPENDING per group with pending)."""
+    """What each group of the stream still needs (one XPENDING per group with pending).
+    Raises eventbus errors only (`redis_errors`)."""
+    with client_errors(client):
+        return await _group_needs(client, key, info)
+
+
+async def _group_needs(client: Redis, key: str, info: dict[str, Any]) -> list[GroupNeed]:
     removed = _removed_total(info)
     needs = []
     for g in await client.xinfo_groups(key):
@@ -79,7 +86,15 @@ async def trim_stream(
     now_ms: int | None = None,
     dry_run: bool = False,
 ) -> TrimReport:
-    """Trim `settings.name` to its retention, safely; `dry_run` computes without trimming."""
+    """Trim `settings.name` to its retention, safely; `dry_run` computes without trimming.
+    Raises eventbus errors only (`redis_errors`)."""
+    with client_errors(client):
+        return await _trim(client, keys, settings, now_ms=now_ms, dry_run=dry_run)
+
+
+async def _trim(
+    client: Redis, keys: Keys, settings: Stream, *, now_ms: int | None, dry_run: bool
+) -> TrimReport:
     key = keys.stream(settings.name)
     try:
         info = await client.xinfo_stream(key)
@@ -88,7 +103,7 @@ async def trim_stream(
             return TrimReport(settings.name, 0, 0, None, "the stream does not exist")
         raise
     length = int(info["length"])
-    needs = await group_needs(client, key, info)
+    needs = await _group_needs(client, key, info)
     cut, reason = _choose_cut(settings, needs, now_ms)
     first = info.get("first-entry")
     if cut is None or not first or cut <= parse_id(first[0]):

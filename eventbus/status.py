@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventbus.keys import Keys
+from eventbus.redis_errors import client_errors
 from eventbus.text import as_text
 
 
@@ -43,7 +44,13 @@ class StreamInfo:
 async def stream_info(
     client: Redis, keys: Keys, stream: str, *, dlq_scan: int = 10_000
 ) -> StreamInfo:
-    """The stream, its groups, and its dead letters (counted per group, up to `dlq_scan`)."""
+    """The stream, its groups, and its dead letters (counted per group, up to `dlq_scan`).
+    Raises eventbus errors only (`redis_errors`)."""
+    with client_errors(client):
+        return await _stream_info(client, keys, stream, dlq_scan)
+
+
+async def _stream_info(client: Redis, keys: Keys, stream: str, dlq_scan: int) -> StreamInfo:
     key = keys.stream(stream)
     try:
         info = await client.xinfo_stream(key)

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "eventbus.keys",
             "eventbus.backoff",
             "eventbus.permissions",
+            "eventbus.redis_errors",
             "eventbus.embedded",
             "eventbus.waiting",
             "eventbus.clock",

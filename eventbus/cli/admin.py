@@ -13,42 +13,44 @@ from typing import Any, TextIO
 
 from eventbus import inspection as ins
 from eventbus.cli import output as o
-from eventbus.cli.inspect import connected, render_entry
+from eventbus.cli.args import (
+    UsageError,
+    command,
+    duration,
+    option,
+    position,
+    positive,
+    stream_id,
+    switch,
+)
+from eventbus.cli.connect import connected
+from eventbus.cli.inspect import render_entry
 from eventbus.cli.loader import load_app
 from eventbus.retention import GroupNeed, TrimReport, trim_stream
 from eventbus.streamid import format_id
 from eventbus.streams import Stream, StreamSettings
 
+JSON_HELP = "print JSON (documented keys)"
+
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _dlq_parsers(sub, common)
     _group_parsers(sub, common)
-    p = sub.add_parser(
-        "trim",
-        parents=[common],
-        help="trim a stream safely, now (the janitor's trim)",
-        description="Remove entries older than the retention from STREAM, but never one a "
-        "group has not read or acknowledged: the cut stops at the oldest entry any group "
-        "still needs, and the output says which group that is. The retention comes from "
-        "--retention, or from the stream's declaration in --app.",
-    )
+    p = command(sub, "trim", trim, [common])
     p.add_argument("stream", metavar="STREAM")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--retention",
-        type=o.duration,
-        metavar="DURATION",
-        help="keep entries younger than this (e.g. 7d); 0: keep none that every group is done with",
-    )
+    keep = "keep entries younger than this (e.g. 7d); 0: keep none that every group is done with"
+    option(source, "--retention", duration, None, metavar="DURATION", help=keep)
     source.add_argument("--app", metavar="APP", help="use the retention the app declares")
-    p.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
-    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
-    p.set_defaults(handler=trim)
+    switch(p, "--dry-run", "say what would go; remove nothing")
+    switch(p, "--json", JSON_HELP)
 
 
 def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    dlq = sub.add_parser(
+    dlq = command(
+        sub,
         "dlq",
+        None,
         help="dead letters: ls, show, redrive, purge",
         description="Dead letters of a stream: list them, show one, redrive (write back "
         "to the stream for the group that failed them), purge.",
@@ -58,125 +60,87 @@ def _dlq_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     select.add_argument("stream", metavar="STREAM")
     select.add_argument("--group", metavar="G", help="only dead letters of this group")
 
-    p = actions.add_parser("ls", parents=[common, select], help="list dead letters")
-    p.add_argument(
-        "--limit", type=o.positive, default=100, metavar="N", help="at most N (default 100)"
-    )
-    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
-    p.set_defaults(handler=dlq_ls)
+    p = command(actions, "ls", dlq_ls, [common, select])
+    option(p, "--limit", positive, 100, metavar="N", help="at most N (default 100)")
+    switch(p, "--json", JSON_HELP)
 
-    p = actions.add_parser("show", parents=[common], help="one dead letter, in full")
+    p = command(actions, "show", dlq_show, [common])
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument(
-        "id",
-        metavar="ID",
-        type=o.stream_id,
-        help="the dead letter's id (or else, the original entry's id)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON (documented keys)")
-    p.set_defaults(handler=dlq_show)
+    which = "the dead letter's id (or else, the original entry's id)"
+    p.add_argument("id", metavar="ID", type=stream_id, help=which)
+    switch(p, "--json", JSON_HELP)
 
     for name, handler, what in (
         ("redrive", dlq_redrive, "write dead letters back, each for the group that failed it"),
         ("purge", dlq_purge, "delete dead letters (asks first unless --yes)"),
     ):
-        p = actions.add_parser(name, parents=[common, select], help=what, description=what)
-        which = p.add_mutually_exclusive_group(required=True)
-        which.add_argument(
-            "--id",
-            dest="ids",
-            action="append",
-            type=o.stream_id,
-            metavar="ID",
-            default=[],
-            help="a dead letter's own id, in the dead-letter stream (repeatable)",
-        )
-        which.add_argument(
-            "--original-id",
-            dest="original_ids",
-            action="append",
-            type=o.stream_id,
-            metavar="ID",
-            default=[],
-            help="the id of a dead letter's original entry in STREAM (repeatable)",
-        )
-        which.add_argument("--all", action="store_true", help="every dead letter (of --group)")
-        p.add_argument(
-            "--dry-run", action="store_true", help="say what would happen; change nothing"
-        )
+        p = command(actions, name, handler, [common, select], help=what, description=what)
+        _selection(p.add_mutually_exclusive_group(required=True))
+        switch(p, "--dry-run", "say what would happen; change nothing")
         if name == "purge":
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        p.set_defaults(handler=handler)
+            switch(p, "--yes", "do not ask for confirmation")
+
+
+def _selection(which: Any) -> None:
+    """--id, --original-id or --all: the dead letters a redrive or purge acts on."""
+    for name, dest, what in (
+        ("--id", "ids", "a dead letter's own id, in the dead-letter stream"),
+        ("--original-id", "original_ids", "the id of a dead letter's original entry in STREAM"),
+    ):
+        which.add_argument(
+            name,
+            dest=dest,
+            action="append",
+            type=stream_id,
+            metavar="ID",
+            default=[],
+            help=f"{what} (repeatable)",
+        )
+    switch(which, "--all", "every dead letter (of --group)")
 
 
 def _group_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    group = sub.add_parser(
+    group = command(
+        sub,
         "group",
+        None,
         help="consumer groups: reset (replay or skip), delete-consumer, delete",
         description="Repair consumer groups.",
     )
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser(
-        "reset",
-        parents=[common],
-        help="move a group's position: replay or skip entries",
-        description="Move GROUP's last-delivered id (XGROUP SETID): back to deliver entries "
-        "again (a replay; idempotent handlers skip what they did), forward to skip them "
-        "(asks first unless --yes). Pending entries stay with their consumers.",
-    )
+    p = command(actions, "reset", group_reset, [common])
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
     p.add_argument(
         "--to",
         required=True,
-        type=o.position,
+        type=position,
         metavar="ID|TIME|beginning|end",
         help="the new position: entries after it are delivered next",
     )
-    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
-    p.add_argument("--yes", action="store_true", help="do not ask before skipping entries")
-    p.set_defaults(handler=group_reset)
+    switch(p, "--dry-run", "say what would change; change nothing")
+    switch(p, "--yes", "do not ask before skipping entries")
+    _delete_consumer_parser(actions, common)
+    _group_delete_parser(actions, common)
 
-    p = actions.add_parser(
-        "delete-consumer",
-        parents=[common],
-        help="remove a consumer from a group",
-        description="Remove CONSUMER from GROUP. Refuses while it owns pending entries, "
-        "unless --claim-to hands them to another consumer first (delivery counts kept).",
-    )
+
+def _delete_consumer_parser(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = command(actions, "delete-consumer", group_delete_consumer, [common])
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("consumer", metavar="CONSUMER")
     p.add_argument("--claim-to", metavar="OTHER", help="give its pending entries to OTHER first")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="even if it was active in the last 30s (a running worker?)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
-    p.set_defaults(handler=group_delete_consumer)
-    _group_delete_parser(actions, common)
+    switch(p, "--force", "even if it was active in the last 30s (a running worker?)")
+    switch(p, "--dry-run", "say what would change; change nothing")
 
 
 def _group_delete_parser(actions: Any, common: argparse.ArgumentParser) -> None:
-    p = actions.add_parser(
-        "delete",
-        parents=[common],
-        help="delete a group (a retired handler's, blocking trims)",
-        description="Delete GROUP from STREAM (XGROUP DESTROY) with its pending entries: "
-        "what a renamed or retired handler leaves behind, which trimming waits on forever. "
-        "Says what it drops (pending entries, lag, consumers) and asks first unless --yes. "
-        "Refuses a group with a consumer active in the last 30s (a running worker would "
-        "re-create it) unless --force.",
-    )
+    p = command(actions, "delete", group_delete, [common])
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
-    p.add_argument(
-        "--force", action="store_true", help="even if a consumer was active in the last 30s"
-    )
-    p.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=group_delete)
+    switch(p, "--force", "even if a consumer was active in the last 30s")
+    switch(p, "--dry-run", "say what would go; change nothing")
+    switch(p, "--yes", "do not ask for confirmation")
 
 
 def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
@@ -186,17 +150,18 @@ def confirm(what: str, *, yes: bool, stdin: TextIO | None = None) -> None:
         return
     stdin = stdin or sys.stdin
     if not stdin.isatty():
-        raise o.UsageError(f"{what}; pass --yes to go ahead (there is no terminal to ask on)")
+        raise UsageError(f"{what}; pass --yes to go ahead (there is no terminal to ask on)")
     sys.stderr.write(f"{what}. Go ahead? [y/N] ")
     sys.stderr.flush()
     if stdin.readline().strip().lower() not in ("y", "yes"):
-        raise o.UsageError("aborted; nothing changed")
+        raise UsageError("aborted; nothing changed")
 
 
 # -- dlq --------------------------------------------------------------------------------
 
 
 async def dlq_ls(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """list dead letters"""
     out = out or sys.stdout
     async with connected(args) as bus:
         await ins.require_stream(bus, args.stream, or_dead_letters=True)
@@ -246,6 +211,7 @@ def _short(text: str | None, width: int = 60) -> str:
 
 
 async def dlq_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """one dead letter, in full"""
     out = out or sys.stdout
     async with connected(args) as bus:
         await ins.require_stream(bus, args.stream, or_dead_letters=True)
@@ -343,6 +309,12 @@ async def dlq_purge(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 async def group_reset(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """move a group's position: replay or skip entries
+
+    Move GROUP's last-delivered id (XGROUP SETID): back to deliver entries again (a
+    replay; idempotent handlers skip what they did), forward to skip them (asks first
+    unless --yes). Pending entries stay with their consumers.
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         plan = await ins.reset_group(bus, args.stream, args.group, args.to, dry_run=True)
@@ -385,6 +357,11 @@ def _n(n: int, capped: bool) -> str:
 
 
 async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """remove a consumer from a group
+
+    Remove CONSUMER from GROUP. Refuses while it owns pending entries, unless --claim-to
+    hands them to another consumer first (delivery counts kept).
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         r = await ins.delete_consumer(
@@ -403,6 +380,14 @@ async def group_delete_consumer(args: argparse.Namespace, out: TextIO | None = N
 
 
 async def group_delete(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """delete a group (a retired handler's, blocking trims)
+
+    Delete GROUP from STREAM (XGROUP DESTROY) with its pending entries: what a renamed
+    or retired handler leaves behind, which trimming waits on forever. Says what it
+    drops (pending entries, lag, consumers) and asks first unless --yes. Refuses a group
+    with a consumer active in the last 30s (a running worker would re-create it) unless
+    --force.
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         plan = await ins.delete_group(bus, args.stream, args.group, dry_run=True, force=args.force)
@@ -438,13 +423,20 @@ def _settings(args: argparse.Namespace) -> Stream:
     settings = StreamSettings().get(args.stream)
     if settings.retention is not None:
         return settings
-    raise o.UsageError(
+    raise UsageError(
         f"app {args.app!r} declares no retention for stream {args.stream!r}; "
         "pass --retention DURATION"
     )
 
 
 async def trim(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """trim a stream safely, now (the janitor's trim)
+
+    Remove entries older than the retention from STREAM, but never one a group has not
+    read or acknowledged: the cut stops at the oldest entry any group still needs, and
+    the output says which group that is. The retention comes from --retention, or from
+    the stream's declaration in --app.
+    """
     out = out or sys.stdout
     settings = _settings(args)
     async with connected(args) as bus:

@@ -14,8 +14,9 @@ from typing import Any, TextIO
 
 from eventbus.appcheck import check_app
 from eventbus.asyncapi import asyncapi_document
+from eventbus.cli.args import UsageError, command, switch
 from eventbus.cli.loader import load_app, service_name
-from eventbus.cli.output import UsageError, ago, dump_json, paint, table, use_colour
+from eventbus.cli.output import ago, dump_json, paint, table, use_colour
 from eventbus.keys import DEFAULT_PREFIX
 from eventbus.schedules.cron import zone
 
@@ -30,15 +31,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--service", help="service name, the group prefix (default: APP's top-level package)"
     )
 
-    doc = sub.add_parser(
-        "asyncapi",
-        parents=[app],
-        help="print an app's AsyncAPI 3.0.0 document (no Redis needed)",
-        description="Print the AsyncAPI 3.0.0 document of APP: a channel per stream, a "
-        "receive operation per handler group, a send operation per schedule whose events "
-        "are known, message headers (the envelope) and payload JSON Schemas. The same app "
-        "gives the same document, to commit and diff in CI.",
-    )
+    doc = command(sub, "asyncapi", asyncapi_command, [app])
     doc.add_argument(
         "--prefix",
         default=os.environ.get("EVENTBUS_PREFIX", DEFAULT_PREFIX),
@@ -59,26 +52,25 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     doc.add_argument(
         "--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout"
     )
-    doc.set_defaults(handler=asyncapi_command, log_level="WARNING")
+    doc.set_defaults(log_level="WARNING")
 
-    check = sub.add_parser(
-        "check",
-        parents=[app],
-        help="load an app and show what would run: handlers, schedules, warnings",
-        description="Load APP (declaration mistakes fail with one line, exit status 2) and "
-        "print its handlers as the worker would run them, its schedules with their next "
-        "ticks, and warnings about legal but questionable setups. Exit status 0, or 1 with "
-        "--strict when there are warnings.",
-    )
-    check.add_argument("--json", action="store_true", help="print JSON (stable keys)")
-    check.add_argument("--strict", action="store_true", help="exit with status 1 on warnings")
-    check.set_defaults(handler=check_command, log_level="WARNING")
+    check = command(sub, "check", check_command, [app])
+    switch(check, "--json", "print JSON (stable keys)")
+    switch(check, "--strict", "exit with status 1 on warnings")
+    check.set_defaults(log_level="WARNING")
 
 
 # -- asyncapi -------------------------------------------------------------------------
 
 
 async def asyncapi_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """print an app's AsyncAPI 3.0.0 document (no Redis needed)
+
+    Print the AsyncAPI 3.0.0 document of APP: a channel per stream, a receive operation
+    per handler group, a send operation per schedule whose events are known, message
+    headers (the envelope) and payload JSON Schemas. The same app gives the same
+    document, to commit and diff in CI.
+    """
     fmt = args.format or _format_of(args.output)
     router = load_app(args.app)
     document = asyncapi_document(
@@ -122,6 +114,13 @@ def render(document: dict[str, Any], fmt: str) -> str:
 
 
 async def check_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """load an app and show what would run: handlers, schedules, warnings
+
+    Load APP (declaration mistakes fail with one line, exit status 2) and print its
+    handlers as the worker would run them, its schedules with their next ticks, and
+    warnings about legal but questionable setups. Exit status 0, or 1 with --strict when
+    there are warnings.
+    """
     out = out or sys.stdout
     router = load_app(args.app)
     report = {"app": args.app, **check_app(router, args.service or service_name(args.app))}

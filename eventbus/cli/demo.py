@@ -9,6 +9,7 @@ import time
 from typing import TextIO
 
 from eventbus.bus import EventBus
+from eventbus.cli.connect import bus_for, reach
 from eventbus.cli.run import observe
 from eventbus.events import Event
 from eventbus.status import GroupInfo, StreamInfo, stream_info
@@ -80,9 +81,7 @@ def drained(info: StreamInfo, groups: set[str]) -> bool:
 async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from handlers import router
 
-    bus = EventBus.from_url(
-        args.redis_url, service="notes-demo", prefix=args.prefix, data_dir=args.data_dir
-    )
+    bus = bus_for(args, service="notes-demo")
     try:
         where = (
             f"embedded Redis in {bus.embedded.data_dir}/ ({bus.embedded.socket_path})"
@@ -90,7 +89,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             else bus.display_url
         )
         out.write(f"eventbus demo on {where}, key prefix {args.prefix!r}\n")
-        await bus.check_connection(args.connect_timeout)
+        await reach(bus, args.connect_timeout)
         await reset(bus)
         worker = Worker(bus, router, settings=WorkerSettings(grace=5))
         observe(args, bus, worker=worker)

@@ -10,7 +10,7 @@ from redis.exceptions import (
     NoPermissionError,
 )
 
-from eventbus.errors import describe_error
+from eventbus.errors import EventBusError, Param, describe_error
 
 CLUSTER = (
     "this server is a Redis Cluster node ({reply}); eventbus does not support cluster "
@@ -68,3 +68,38 @@ def explain(exc: BaseException) -> str | None:
 def redis_failure(exc: BaseException) -> str:
     """The message for a Redis error that reached the command line."""
     return explain(exc) or f"Redis failed the command: {describe_error(exc)}"
+
+
+# the library's arguments that its messages name (`Param`), as the command line says them
+FLAGS = {
+    "url": "--redis-url / EVENTBUS_REDIS_URL",
+    "prefix": "--prefix",
+    "group": "--group",
+    "ids": "--id",
+    "to": "--to",
+    "claim_to": "--claim-to",
+    "force": "--force",
+}
+COMMANDS = {"dead_letters": "'eventbus dlq ls {value}'"}  # functions, as commands
+
+
+def flag(param: Param) -> str | None:
+    """`param` as the command line names it: its flag (and the value to give), or the
+    command doing what the function does; None for a name the CLI does not know."""
+    if param.name in COMMANDS:
+        return COMMANDS[param.name].format(value=param.value)
+    name = FLAGS.get(param.name)
+    if name is None:
+        return None
+    return name if param.value is None else f"{name} {param.value}"
+
+
+def failure(exc: EventBusError) -> str:
+    """The line for an eventbus error that reached the command line: a Redis failure
+    explained (cluster node, ACL, password), else its message in the CLI's names."""
+    return explain(exc) or exc.render(flag)
+
+
+def cause_of(exc: BaseException) -> BaseException:
+    """What failed: the Redis error an eventbus error translated, else `exc` itself."""
+    return (exc.__cause__ or exc) if isinstance(exc, EventBusError) else exc

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import msgspec
-from redis.exceptions import RedisError
 
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
-from eventbus.cli.failures import explain
+from eventbus.cli.args import (
+    UsageError,
+    command,
+    duration,
+    id_or_time,
+    non_negative,
+    option,
+    positive,
+    stream_id,
+    switch,
+)
+from eventbus.cli.connect import connected
 from eventbus.cli.loader import load_app
 from eventbus.envelope import field_list
 from eventbus.errors import EventBusError
@@ -27,155 +36,75 @@ from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
 
 
-@contextlib.asynccontextmanager
-async def connected(args: argparse.Namespace) -> AsyncIterator[EventBus]:
-    """A bus for the command's --redis-url/--prefix, checked to answer."""
-    bus = EventBus.from_url(
-        args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
-    )
-    try:
-        await _refused(bus, min(1.0, args.connect_timeout))
-        await bus.check_connection(args.connect_timeout)
-        yield bus
-    finally:
-        await bus.aclose()
-
-
-async def _refused(bus: EventBus, timeout: float) -> None:
-    """Fail at once, clearly, when Redis answers but refuses us (a wrong password, a
-    missing permission, a cluster node): waiting for it to come up would not help."""
-    try:
-        async with asyncio.timeout(timeout):
-            await bus.redis.ping()
-    except (RedisError, OSError) as exc:  # TimeoutError too: check_connection waits on
-        message = explain(exc)
-        if message is not None:
-            raise o.UsageError(message) from None
-        # not up yet, or unreachable: check_connection waits for it
-
-
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     json_opt = argparse.ArgumentParser(add_help=False)
-    json_opt.add_argument("--json", action="store_true", help="print JSON (documented keys)")
+    switch(json_opt, "--json", "print JSON (documented keys)")
     parents = [common, json_opt]
-
-    p = sub.add_parser(
-        "streams",
-        parents=parents,
-        help="list streams: length, age, groups, lag, dead letters",
-        description="Every stream under --prefix: length, first and last entry with their "
-        "age, consumer groups, total lag, dead letters, memory.",
-    )
-    p.set_defaults(handler=streams)
-
-    p = sub.add_parser(
-        "info",
-        parents=parents,
-        help="a stream, its groups and their consumers",
-        description="The stream, then each consumer group (consumers, pending, lag, "
-        "last-delivered id, oldest pending age, dead letters) and each consumer (pending, idle).",
-    )
+    command(sub, "streams", streams, parents)
+    p = command(sub, "info", info, parents)
     p.add_argument("stream", metavar="STREAM")
-    p.set_defaults(handler=info)
+    _pending_parser(sub, parents)
+    _tail_parser(sub, parents)
+    p = command(sub, "show", show, parents)
+    p.add_argument("stream", metavar="STREAM")
+    p.add_argument("id", metavar="ID", type=stream_id)
+    _publish_parser(sub, common)
 
-    p = sub.add_parser(
-        "pending",
-        parents=parents,
-        help="a group's pending entries (read, not acknowledged)",
-        description="A group's pending entries, oldest first: id, consumer, idle time, "
-        "deliveries, event type.",
-    )
+
+def _pending_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = command(sub, "pending", pending, parents)
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("group", metavar="GROUP")
     p.add_argument("--consumer", metavar="C", help="only this consumer's entries")
-    p.add_argument(
-        "--idle",
-        type=o.duration,
-        default=0.0,
-        metavar="DURATION",
-        help="only entries idle at least this long (e.g. 30s, 5m)",
-    )
-    p.add_argument(
-        "--limit", type=o.positive, default=100, metavar="N", help="at most N entries (default 100)"
-    )
-    p.set_defaults(handler=pending)
+    idle = "only entries idle at least this long (e.g. 30s, 5m)"
+    option(p, "--idle", duration, 0.0, metavar="DURATION", help=idle)
+    option(p, "--limit", positive, 100, metavar="N", help="at most N entries (default 100)")
 
-    p = sub.add_parser(
-        "tail",
-        parents=parents,
-        help="decoded events, newest last; -f to follow",
-        description="Decoded events of STREAM (envelope and payload), newest last. With "
-        "--follow, keep printing new events until Ctrl-C.",
-    )
+
+def _tail_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = command(sub, "tail", tail, parents)
     p.add_argument("stream", metavar="STREAM")
-    p.add_argument(
-        "-n", type=o.non_negative, default=10, metavar="N", help="how many events (default 10)"
-    )
+    option(p, "-n", non_negative, 10, metavar="N", help="how many events (default 10)")
     p.add_argument(
         "--from",
         dest="start",
-        type=o.id_or_time,
+        type=id_or_time,
         metavar="ID|TIME",
         help="the first N events from this id or ISO time (not the last N)",
     )
     p.add_argument("-f", "--follow", action="store_true", help="then print new events live")
-    p.add_argument(
-        "--type",
-        dest="types",
-        action="append",
-        default=[],
-        metavar="T",
-        help="only events of this type (repeatable)",
-    )
+    types = "only events of this type (repeatable)"
+    p.add_argument("--type", dest="types", action="append", default=[], metavar="T", help=types)
     p.add_argument("--key", metavar="K", help="only events with this key")
-    p.set_defaults(handler=tail)
 
-    p = sub.add_parser(
-        "show",
-        parents=parents,
-        help="one entry, decoded, and its state in each group",
-        description="One entry of STREAM, decoded, with where it stands in each group: "
-        "unread, pending (consumer, deliveries), acknowledged, or dead-lettered.",
-    )
-    p.add_argument("stream", metavar="STREAM")
-    p.add_argument("id", metavar="ID", type=o.stream_id)
-    p.set_defaults(handler=show)
 
-    p = sub.add_parser(
-        "publish",
-        parents=[common],
-        help="write an event from the command line",
-        description="Write an event of TYPE to STREAM in the standard envelope. DATA must "
-        "be a JSON object; with --key, the idempotent producer writes it once per key "
-        "within the dedup window.",
-    )
+def _publish_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = command(sub, "publish", publish, [common])
     p.add_argument("stream", metavar="STREAM")
     p.add_argument("type", metavar="TYPE")
     p.add_argument("--data", required=True, metavar="JSON", help="the payload, a JSON object")
     p.add_argument("--key", metavar="K", help="idempotency key (and the event's key)")
-    p.add_argument(
-        "--header", action="append", default=[], metavar="NAME=VALUE", help="a header (repeatable)"
-    )
+    header = "a header (repeatable)"
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help=header)
     p.add_argument(
         "--app",
         metavar="APP",
         help="check --data against the event class APP declares for STREAM and TYPE "
         "(strictly: every required field, right types, no unknown field)",
     )
-    p.add_argument(
-        "--dedup-window",
-        type=o.duration,
-        default=DEFAULT_DEDUP_WINDOW_S,
-        metavar="DURATION",
-        help="how long --key is remembered (default 10m; 0: no dedup)",
-    )
-    p.set_defaults(handler=publish)
+    window = "how long --key is remembered (default 10m; 0: no dedup)"
+    option(p, "--dedup-window", duration, DEFAULT_DEDUP_WINDOW_S, metavar="DURATION", help=window)
 
 
 # -- streams ----------------------------------------------------------------------------
 
 
 async def streams(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """list streams: length, age, groups, lag, dead letters
+
+    Every stream under --prefix: length, first and last entry with their age, consumer
+    groups, total lag, dead letters, memory.
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         rows = await ins.list_streams(bus)
@@ -246,6 +175,11 @@ def _dlq_cell(n: int, *, exact: bool = True) -> o.Cell:
 
 
 async def info(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """a stream, its groups and their consumers
+
+    The stream, then each consumer group (consumers, pending, lag, last-delivered id,
+    oldest pending age, dead letters) and each consumer (pending, idle).
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         detail = await ins.stream_detail(bus, args.stream)
@@ -337,6 +271,11 @@ def _detail_json(detail: ins.StreamDetail) -> dict[str, Any]:
 
 
 async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """a group's pending entries (read, not acknowledged)
+
+    A group's pending entries, oldest first: id, consumer, idle time, deliveries, event
+    type.
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         rows = await ins.pending_entries(
@@ -348,20 +287,7 @@ async def pending(args: argparse.Namespace, out: TextIO | None = None) -> int:
             limit=args.limit,
         )
     if args.json:
-        o.dump_json(
-            [
-                {
-                    "id": p.id,
-                    "consumer": p.consumer,
-                    "idle_s": p.idle_s,
-                    "deliveries": p.deliveries,
-                    "type": p.type,
-                    "gone": p.gone,
-                }
-                for p in rows
-            ],
-            out,
-        )
+        o.dump_json([dataclasses.asdict(p) for p in rows], out)  # its fields, in order
         return 0
     if not rows:
         out.write(f"group {args.group!r} has no pending entries matching\n")
@@ -435,6 +361,11 @@ def render_entry(entry: ins.Entry, out: TextIO, colour: bool) -> None:
 
 
 async def tail(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """decoded events, newest last; -f to follow
+
+    Decoded events of STREAM (envelope and payload), newest last. With --follow, keep
+    printing new events until Ctrl-C.
+    """
     out = out or sys.stdout
     colour = o.use_colour(out)
     async with connected(args) as bus:
@@ -487,17 +418,23 @@ async def _follow(
         for t in (task, stopper):
             t.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    failed = task.exception() if task.done() and not task.cancelled() else None
+    if failed is not None:
+        raise failed
 
 
 async def show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """one entry, decoded, and its state in each group
+
+    One entry of STREAM, decoded, with where it stands in each group: unread, pending
+    (consumer, deliveries), acknowledged, or dead-lettered.
+    """
     out = out or sys.stdout
     async with connected(args) as bus:
         entry = await ins.get_entry(bus, args.stream, args.id)
         states = await ins.delivery_states(bus, args.stream, entry)
     if args.json:
-        o.dump_json({**entry.as_json(), "groups": [_state_json(s) for s in states]}, out)
+        o.dump_json({**entry.as_json(), "groups": [dataclasses.asdict(s) for s in states]}, out)
         return 0
     colour = o.use_colour(out)
     render_entry(entry, out, colour)
@@ -537,35 +474,23 @@ def _state_text(s: ins.DeliveryState) -> str:
     return s.state
 
 
-def _state_json(s: ins.DeliveryState) -> dict[str, Any]:
-    return {
-        "group": s.group,
-        "state": s.state,
-        "consumer": s.consumer,
-        "deliveries": s.deliveries,
-        "idle_s": s.idle_s,
-        "dead_letter_id": s.dead_letter_id,
-        "target": s.target,
-    }
-
-
 # -- publish ----------------------------------------------------------------------------
 
 
 def _reject_constant(name: str) -> Any:
-    raise o.UsageError(f"--data holds {name}, which JSON does not allow; use null or a number")
+    raise UsageError(f"--data holds {name}, which JSON does not allow; use null or a number")
 
 
 def _payload(text: str) -> bytes:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise o.UsageError(
+        raise UsageError(
             f"--data is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
             'quote it for the shell, e.g. --data \'{"title": "hi"}\''
         ) from None
     if not isinstance(value, dict):
-        raise o.UsageError(
+        raise UsageError(
             f"--data must be a JSON object (an event's fields), got a {type(value).__name__}"
         )
     return msgspec.json.encode(value)
@@ -579,21 +504,21 @@ def _typed_payload(app: str, stream: str, type_name: str, data: bytes) -> bytes:
     cls = known.get(type_name)
     if cls is None:
         names = ", ".join(sorted(known)) or "none"
-        raise o.UsageError(
+        raise UsageError(
             f"app {app!r} declares no event type {type_name!r} for stream {stream!r} "
             f"(its types there: {names}); check TYPE and STREAM"
         )
     fields = msgspec.structs.fields(cls)
     unknown = sorted(set(msgspec.json.decode(data)) - {f.encode_name for f in fields})
     if unknown:
-        raise o.UsageError(
+        raise UsageError(
             f"--data has field(s) {', '.join(unknown)} that {type_name} does not declare "
             f"(its fields: {', '.join(f.encode_name for f in fields) or 'none'})"
         )
     try:
         event = msgspec.json.decode(data, type=cls, strict=True)
     except msgspec.ValidationError as exc:
-        raise o.UsageError(f"--data is not a valid {type_name}: {exc}") from None
+        raise UsageError(f"--data is not a valid {type_name}: {exc}") from None
     return msgspec.json.encode(event)
 
 
@@ -606,15 +531,21 @@ def _headers(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise o.UsageError(f"--header {item!r}: expected NAME=VALUE")
+            raise UsageError(f"--header {item!r}: expected NAME=VALUE")
         headers[name] = value
     return headers
 
 
 async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """write an event from the command line
+
+    Write an event of TYPE to STREAM in the standard envelope. DATA must be a JSON
+    object; with --key, the idempotent producer writes it once per key within the dedup
+    window.
+    """
     out = out or sys.stdout
     if not args.type.strip():
-        raise o.UsageError("TYPE must not be empty")
+        raise UsageError("TYPE must not be empty")
     check_name("stream", args.stream)
     data = _payload(args.data)
     if args.app is not None:
@@ -649,4 +580,4 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = ["EventBusError", "add_parsers", "connected", "render_entry"]
+__all__ = ["EventBusError", "add_parsers", "render_entry"]

@@ -14,8 +14,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from eventbus import __version__
-from eventbus.cli.failures import explain, redis_failure
-from eventbus.cli.output import positive, safe
+from eventbus.cli.args import command, option, port, positive, seconds, switch
+from eventbus.cli.failures import failure, redis_failure
+from eventbus.cli.output import safe
 from eventbus.errors import EventBusError, describe_error
 from eventbus.keys import DEFAULT_PREFIX
 
@@ -24,27 +25,8 @@ log = logging.getLogger("eventbus.cli")
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def _common() -> argparse.ArgumentParser:
+    """The options of every command that talks to Redis."""
     common = argparse.ArgumentParser(add_help=False)
     conn = common.add_argument_group("connection")
     conn.add_argument(
@@ -65,29 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EVENTBUS_PREFIX", DEFAULT_PREFIX),
         help=f"key prefix (default {DEFAULT_PREFIX!r}, $EVENTBUS_PREFIX)",
     )
-    conn.add_argument(
-        "--connect-timeout",
-        type=_positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up if Redis does not answer within this long at start (default 10)",
-    )
+    at_start = "give up if Redis does not answer within this long at start (default 10)"
+    option(conn, "--connect-timeout", seconds, 10.0, metavar="SECONDS", help=at_start)
     common.add_argument(
         "--log-level",
         default=os.environ.get("EVENTBUS_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (default INFO)",
     )
+    return common
+
+
+def _observability() -> argparse.ArgumentParser:
     observability = argparse.ArgumentParser(add_help=False)
     observe = observability.add_argument_group("observability")
-    observe.add_argument(
-        "--metrics-port",
-        type=_port,
-        metavar="PORT",
-        default=_port(os.environ["EVENTBUS_METRICS_PORT"])
-        if os.environ.get("EVENTBUS_METRICS_PORT")
-        else None,
-        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics ($EVENTBUS_METRICS_PORT)",
+    given = os.environ.get("EVENTBUS_METRICS_PORT")
+    serve = "serve Prometheus metrics on http://0.0.0.0:PORT/metrics ($EVENTBUS_METRICS_PORT)"
+    option(
+        observe, "--metrics-port", port, port(given) if given else None, metavar="PORT", help=serve
     )
     observe.add_argument(
         "--otel",
@@ -96,16 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export traces over OTLP/HTTP, configured by the OTEL_* variables "
         "(on when OTEL_EXPORTER_OTLP_ENDPOINT is set; needs eventbus[otel])",
     )
+    return observability
 
-    parser = argparse.ArgumentParser(
-        prog="eventbus",
-        description="Typed events on Redis Streams: every handler reads through its own "
-        "consumer group; delivery is at-least-once with retries and dead letters in Redis.",
-        epilog="Run 'eventbus COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+def _app_options() -> argparse.ArgumentParser:
     app_options = argparse.ArgumentParser(add_help=False)
     app_options.add_argument(
         "app", metavar="APP", help="'package.module:router' or 'package.module'"
@@ -114,70 +85,86 @@ def build_parser() -> argparse.ArgumentParser:
         "--service", help="service name, the group prefix (default: APP's package)"
     )
     app_options.add_argument("--consumer", help="consumer name (default: host-pid-random)")
-    app_options.add_argument(
-        "--grace",
-        type=_positive_float,
-        default=30.0,
-        metavar="SECONDS",
-        help="shutdown grace period for in-flight handlers (default 30)",
-    )
+    grace = "shutdown grace period for in-flight handlers (default 30)"
+    option(app_options, "--grace", seconds, 30.0, metavar="SECONDS", help=grace)
+    return app_options
 
-    run = sub.add_parser(
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="eventbus",
+        description="Typed events on Redis Streams: every handler reads through its own "
+        "consumer group; delivery is at-least-once with retries and dead letters in Redis.",
+        epilog="Run 'eventbus COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _worker_commands(sub, [common, _observability(), _app_options()])
+    schedules = command(
+        sub,
+        "schedules",
+        None,
+        [common],
+        help="list schedules: spec, zone, next and last tick, fires, duplicates",
+        description="List the schedules that have run under --prefix, from their state in "
+        "Redis; with APP, also those it declares, with their next tick.",
+    )
+    schedules.add_argument("app", metavar="APP", nargs="?", help="an app, to add its schedules")
+    switch(schedules, "--json", "print JSON (stable keys)")
+    _demo_command(sub, [common, _observability()])
+    for add_parsers in _more_commands():
+        add_parsers(sub, common)
+    return parser
+
+
+def _worker_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    run = command(
+        sub,
         "run",
-        parents=[common, observability, app_options],
+        None,
+        parents,
         help="run a worker (and the scheduler) for an app",
         description="Run APP: every handler consumes through its own consumer group, and "
         "its schedules emit their events, until SIGTERM/SIGINT; then in-flight handlers get "
         "--grace seconds to finish and the rest are released for other workers (a second "
         "signal stops at once). Run as many replicas as you like: each tick is emitted once.",
     )
-    run.add_argument("--no-scheduler", action="store_true", help="do not run the schedules")
-    run.add_argument("--no-worker", action="store_true", help="do not run the handlers")
-
-    sub.add_parser(
+    switch(run, "--no-scheduler", "do not run the schedules")
+    switch(run, "--no-worker", "do not run the handlers")
+    command(
+        sub,
         "scheduler",
-        parents=[common, observability, app_options],
+        None,
+        parents,
         help="run only an app's schedules",
         description="Run APP's schedules only (same as 'run --no-worker'). Any number of "
         "replicas emit each tick's events once, with no leader election.",
     )
 
-    schedules = sub.add_parser(
-        "schedules",
-        parents=[common],
-        help="list schedules: spec, zone, next and last tick, fires, duplicates",
-        description="List the schedules that have run under --prefix, from their state in "
-        "Redis; with APP, also those it declares, with their next tick.",
-    )
-    schedules.add_argument("app", metavar="APP", nargs="?", help="an app, to add its schedules")
-    schedules.add_argument("--json", action="store_true", help="print JSON (stable keys)")
 
-    demo = sub.add_parser(
+def _demo_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    demo = command(
+        sub,
         "demo",
-        parents=[common, observability],
+        None,
+        parents,
         help="run the sample notes app end to end and print a summary",
         description="Publish notes events to the sample app in handlers/ (a note store, a "
         "search index, an audit log and a notifier that fails on poison notes), wait until "
         "every group has settled every event, and summarise what Redis holds.",
     )
-    demo.add_argument(
+    option(
+        demo,
         "--events",
-        type=positive,
-        default=3000,
+        positive,
+        3000,
         metavar="N",
         help="how many events to publish (default 3000)",
     )
-    demo.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=120.0,
-        metavar="SECONDS",
-        help="give up waiting for the groups after this long (default 120)",
-    )
+    until = "give up waiting for the groups after this long (default 120)"
+    option(demo, "--timeout", seconds, 120.0, metavar="SECONDS", help=until)
     demo.set_defaults(prefix_default="demo")
-    for add_parsers in _more_commands():
-        add_parsers(sub, common)
-    return parser
 
 
 def _more_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
@@ -256,13 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run_async(_command(args.command, args), args)
     except EventBusError as exc:
-        print(f"eventbus: error: {safe(explain(exc) or describe_error(exc))}", file=sys.stderr)
+        print(f"eventbus: error: {safe(failure(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`eventbus tail ... | head`): not an error
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (RedisError, ConnectionError, TimeoutError) as exc:
+    except (RedisError, ConnectionError, TimeoutError) as exc:  # the last resort: no traceback
         print(f"eventbus: error: {safe(redis_failure(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file that cannot be written, and the like

@@ -1,8 +1,8 @@
-"""What the inspection commands share: argument types, tables, colour, JSON."""
+"""What the commands print: text escaped for a terminal, tables, colour, JSON, ages and
+sizes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -12,94 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from eventbus.errors import EventBusError
-from eventbus.streamid import format_id, ms_of, predecessor
-
-# -- argument types -------------------------------------------------------------------
-
-_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-class UsageError(EventBusError):
-    """A mistake in the command line or its values: one line on stderr, exit status 2."""
-
-
-def stream_id(text: str) -> str:
-    """An entry id: ``<ms>-<seq>`` or ``<ms>`` (``-0`` is added)."""
-    match = _ID.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a stream id: expected <milliseconds>-<sequence>, e.g. 1700000000000-0"
-        )
-    return f"{match[1]}-{match[2] or 0}"
-
-
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
-    return value
-
-
-def positive(text: str) -> int:
-    value = non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
-
-
-def duration(text: str) -> float:
-    """Seconds from ``500ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a plain number."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: use e.g. 500ms, 30s, 5m, 2h, 7d"
-        )
-    return float(match[1]) * _UNITS[match[2]]
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (UTC unless it says otherwise)."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a stream id nor a time: use 1700000000000-0 or an ISO "
-            "8601 time such as 2026-11-28T09:30:00Z"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _time_ms(text: str) -> int:
-    ms = int(parse_time(text).timestamp() * 1000)
-    if ms < 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is before 1970: stream ids start at 1970-01-01T00:00:00Z"
-        )
-    return ms
-
-
-def id_or_time(text: str) -> str:
-    """A stream id, or a time turned into the first id at that millisecond."""
-    if _ID.match(text.strip()):
-        return stream_id(text)
-    return f"{_time_ms(text)}-0"
-
-
-def position(text: str) -> str:
-    """A group position: ``beginning``, ``end``, an id (entries after it come next), or a
-    time (entries from that time on come next: the id just before it)."""
-    if text in ("beginning", "end"):
-        return text
-    if _ID.match(text.strip()):
-        return stream_id(text)
-    return format_id(predecessor((_time_ms(text), 0)))
-
+from eventbus.streamid import ms_of
 
 # -- escaping: nothing read from Redis reaches a terminal raw ---------------------------
 

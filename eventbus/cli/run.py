@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from eventbus.bus import EventBus
+from eventbus.cli.connect import bus_for, reach
 from eventbus.cli.loader import load_app, service_name
 from eventbus.errors import ConfigurationError
 from eventbus.schedules import Scheduler
@@ -26,16 +27,11 @@ async def run(args: argparse.Namespace) -> int:
             f"app {args.app!r}: nothing to run (handlers: {len(router.handlers)}, "
             f"schedules: {len(router.schedules)}, with --no-worker/--no-scheduler as given)"
         )
-    bus = EventBus.from_url(
-        args.redis_url,
-        service=args.service or service_name(args.app),
-        prefix=args.prefix,
-        data_dir=args.data_dir,
-    )
+    bus = bus_for(args, service=args.service or service_name(args.app))
     worker: Worker | None = None
     scheduler_: Scheduler | None = None
     try:
-        await bus.check_connection(args.connect_timeout)
+        await reach(bus, args.connect_timeout)
         services: list[Service] = []
         if want_worker:
             worker = Worker(

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
+from eventbus.cli.connect import bus_for, reach
 from eventbus.cli.loader import load_app
 from eventbus.schedules.cron import next_tick
 from eventbus.text import as_text
@@ -96,11 +97,9 @@ def _cell(value: Any) -> str:
 
 
 async def schedules(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    bus = EventBus.from_url(
-        args.redis_url, service="cli", prefix=args.prefix, data_dir=args.data_dir
-    )
+    bus = bus_for(args)
     try:
-        await bus.check_connection(args.connect_timeout)
+        await reach(bus, args.connect_timeout)
         rows = await schedule_rows(bus, args.app)
     finally:
         await bus.aclose()

@@ -11,54 +11,36 @@ import sys
 import time
 from typing import Any, TextIO
 
-from redis.exceptions import RedisError
-
 from eventbus import inspection as ins
 from eventbus.bus import EventBus
 from eventbus.cli import output as o
-from eventbus.cli.failures import explain
-from eventbus.cli.inspect import connected
-from eventbus.errors import describe_error
+from eventbus.cli.args import UsageError, command, duration, non_negative, option, switch
+from eventbus.cli.connect import connected
+from eventbus.cli.failures import cause_of, explain
+from eventbus.errors import EventBusError, describe_error
 
 ENTER, LEAVE, HOME = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l", "\x1b[H\x1b[2J"
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "top",
-        parents=[common],
-        help="live view: rates, lag, pending, dead letters",
-        description="A live view of every stream and group under --prefix, refreshed every "
-        "--interval: publish and consume rates, lag, pending, oldest pending age, dead "
-        "letters, consumers. Ctrl-C quits. Rates need Redis 7 (they come from the "
-        "entries-added and entries-read counters).",
-    )
-    p.add_argument(
-        "--interval",
-        type=o.duration,
-        default=1.0,
-        metavar="DURATION",
-        help="refresh period (default 1s)",
-    )
-    p.add_argument(
-        "--iterations",
-        type=o.non_negative,
-        default=0,
-        metavar="N",
-        help="stop after N refreshes (default: until Ctrl-C)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object per refresh (one per line) instead",
-    )
-    p.set_defaults(handler=top)
+    p = command(sub, "top", top, [common])
+    option(p, "--interval", duration, 1.0, metavar="DURATION", help="refresh period (default 1s)")
+    until = "stop after N refreshes (default: until Ctrl-C)"
+    option(p, "--iterations", non_negative, 0, metavar="N", help=until)
+    switch(p, "--json", "print one JSON object per refresh (one per line) instead")
 
 
 async def top(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """live view: rates, lag, pending, dead letters
+
+    A live view of every stream and group under --prefix, refreshed every --interval:
+    publish and consume rates, lag, pending, oldest pending age, dead letters,
+    consumers. Ctrl-C quits. Rates need Redis 7 (they come from the entries-added and
+    entries-read counters).
+    """
     out = out or sys.stdout
     if args.interval <= 0:
-        raise o.UsageError("--interval must be positive, e.g. 1s")
+        raise UsageError("--interval must be positive, e.g. 1s")
     screen = out.isatty() and not args.json
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,7 +84,7 @@ async def _refresh(
     """Show one refresh; the snapshot for the next one's rates (None after an error)."""
     try:
         now = await ins.snapshot(bus)
-    except (RedisError, OSError) as exc:  # a live view waits for Redis to come back
+    except (EventBusError, OSError) as exc:  # a live view waits for Redis to come back
         _show_error(exc, out, screen=screen, bus=bus, as_json=args.json)
         return None
     if args.json:
@@ -118,7 +100,7 @@ async def _refresh(
 def _show_error(
     exc: BaseException, out: TextIO, screen: bool, bus: EventBus, as_json: bool
 ) -> None:
-    message = f"Redis unavailable ({explain(exc) or describe_error(exc)}); retrying"
+    message = f"Redis unavailable ({explain(exc) or describe_error(cause_of(exc))}); retrying"
     if as_json:
         out.write(json.dumps({"at": round(time.time(), 3), "error": message}) + "\n")
     else:
