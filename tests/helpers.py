@@ -44,6 +44,15 @@ async def no_pending(bus: EventBus, stream: str, group: str) -> bool:
     return await pending_count(bus, stream, group) == 0
 
 
+async def all_settled(bus: EventBus, stream: str, group: str) -> bool:
+    """Every entry of the stream delivered to the group, and none of them pending: unlike
+    `no_pending` alone, not already true before the group has read what was published."""
+    info = await bus.redis.xinfo_stream(bus.keys.stream(stream))
+    state = await group_state(bus, stream, group)
+    last_id = info["last-generated-id"]
+    return state["pending"] == 0 and state["last-delivered-id"] == last_id.decode()
+
+
 async def dlq_entries(bus: EventBus, stream: str) -> list[dict[str, str]]:
     entries = await bus.redis.xrange(bus.keys.dlq(stream))
     return [
