@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -31,11 +32,12 @@ async def bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[Ev
 
 @pytest_asyncio.fixture
 async def make_bus() -> AsyncIterator[Callable[..., EventBus]]:
-    """Extra buses (e.g. on a server the test restarts); closed after the test."""
+    """Extra buses (e.g. on a server the test restarts, or with other options: any of
+    `EventBus.from_url`'s as keywords); closed after the test."""
     made: list[EventBus] = []
 
-    def make(url: str, prefix: str, service: str = "test") -> EventBus:
-        b = EventBus.from_url(url, service=service, prefix=prefix)
+    def make(url: str, prefix: str, service: str = "test", **options: Any) -> EventBus:
+        b = EventBus.from_url(url, service=service, prefix=prefix, **options)
         made.append(b)
         return b
 

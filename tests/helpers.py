@@ -4,11 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from eventbus import Context, EventBus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    drop: tuple[str, ...] = ("EVENTBUS_REDIS_URL",),
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``eventbus`` command as a process (for exit codes and stderr) from the
+    repository, in this environment without the variables whose names start with one of
+    `drop` (by default the Redis URL a user may have set), with `env` added."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus.cli.main", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=stdin,
+    )
 
 
 class Seen:
