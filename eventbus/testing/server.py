@@ -12,10 +12,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from eventbus.embedded import find_redis_server
 from eventbus.errors import EmbeddedServerError
@@ -157,7 +158,11 @@ class RedisServer:
         """True once this process answers (its own pid in INFO: not another server that
         holds the port) with its data set loaded; False if it exits or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        # one try per round (no retries): a port held by something that does not answer
+        # must not stall the check of whether this process is still alive
+        client = redis.Redis(
+            port=self.port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
         try:
             while process.poll() is None and time.monotonic() < deadline:
                 with contextlib.suppress(redis.RedisError):
@@ -224,12 +229,7 @@ class RedisServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
