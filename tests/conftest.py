@@ -32,17 +32,31 @@ async def bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[Ev
 
 @pytest_asyncio.fixture
 async def make_bus() -> AsyncIterator[Callable[..., EventBus]]:
-    """Extra buses (e.g. on a server the test restarts); closed after the test."""
+    """Extra buses (e.g. on a server the test restarts, or with other options: any of
+    `EventBus.from_url`'s as keywords); closed after the test."""
     made: list[EventBus] = []
 
-    def make(url: str, prefix: str, service: str = "test") -> EventBus:
-        b = EventBus.from_url(url, service=service, prefix=prefix)
+    def make(url: str, prefix: str, service: str = "test", **options: Any) -> EventBus:
+        b = EventBus.from_url(url, service=service, prefix=prefix, **options)
         made.append(b)
         return b
 
     yield make
     for b in made:
         await b.aclose()
+
+
+@pytest_asyncio.fixture
+async def own_bus(
+    redis_server_factory: Callable[..., RedisServer], eventbus_prefix: str
+) -> AsyncIterator[EventBus]:
+    """A bus on a server of this test's own, for a test that flushes the script cache or
+    counts commands server-wide: on a server that others share (EVENTBUS_TEST_REDIS_URL,
+    one for every pytest-xdist worker) it would disturb them, and they it."""
+    server = redis_server_factory()
+    b = EventBus.from_url(server.url, service="test", prefix=eventbus_prefix)
+    yield b
+    await b.aclose()
 
 
 @pytest.fixture
@@ -90,6 +104,34 @@ def output_of(proc: subprocess.Popen[bytes]) -> str:
     return proc.stdout.read().decode(errors="replace")
 
 
-def pytest_collection_modifyitems(items: list[Any]) -> None:
-    # tests with real processes are the slow ones; keep them last
-    items.sort(key=lambda item: item.path.name in ("test_faults.py", "test_schedule_faults.py"))
+# The tests with real processes and real-time waits, the longest first (see docs/testing.md)
+LONG_RUNNING = ("test_soak.py", "test_schedule_faults.py", "test_faults.py", "test_scheduler.py")
+
+
+def _rank(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONG_RUNNING.index(name) if name in LONG_RUNNING else len(LONG_RUNNING)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # serially: the slow ones last, for quick feedback
+        items.sort(key=lambda item: _rank(item) < len(LONG_RUNNING))
+        return
+    # a pytest-xdist worker (each collects the same, in the same order): the long ones
+    # first, so that none of them ends the run alone; xdist hands tests out one by one in
+    # this order (--maxschedchunk 1). A worker takes its next test before it runs one
+    # (pytest needs it for teardown), so the longest one's worker is given a quick one
+    # next (the last), not the second longest to wait behind it.
+    items.sort(key=_rank)
+    if items and _rank(items[0]) == 0:
+        items.insert(1, items.pop())
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    # the addopts in pyproject.toml run the suite on pytest-xdist; with `-p no:xdist` (a
+    # plain serial run, for pdb) accept its options, and ignore them
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist options, ignored under -p no:xdist")
+        group.addoption("--numprocesses", dest="numprocesses", default=None)
+        group.addoption("--dist", dest="dist", default="no")
+        group.addoption("--maxschedchunk", dest="maxschedchunk", default=None)

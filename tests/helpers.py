@@ -4,11 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from eventbus import Context, EventBus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    drop: tuple[str, ...] = ("EVENTBUS_REDIS_URL",),
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``eventbus`` command as a process (for exit codes and stderr) from the
+    repository, in this environment without the variables whose names start with one of
+    `drop` (by default the Redis URL a user may have set), with `env` added."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus.cli.main", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=stdin,
+    )
 
 
 class Seen:
@@ -42,6 +72,15 @@ async def pending_count(bus: EventBus, stream: str, group: str) -> int:
 
 async def no_pending(bus: EventBus, stream: str, group: str) -> bool:
     return await pending_count(bus, stream, group) == 0
+
+
+async def all_settled(bus: EventBus, stream: str, group: str) -> bool:
+    """Every entry of the stream delivered to the group, and none of them pending: unlike
+    `no_pending` alone, not already true before the group has read what was published."""
+    info = await bus.redis.xinfo_stream(bus.keys.stream(stream))
+    state = await group_state(bus, stream, group)
+    last_id = info["last-generated-id"]
+    return state["pending"] == 0 and state["last-delivered-id"] == last_id.decode()
 
 
 async def dlq_entries(bus: EventBus, stream: str) -> list[dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ from eventbus import EventBus, Worker
 from eventbus.appcheck import check_app
 from eventbus.cli.loader import load_app
 from eventbus.cli.main import main
+from tests.helpers import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 SHOP = "tests.apps.shop_app"
 
 
@@ -33,15 +32,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def eventbus(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "eventbus.cli.main", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(*args, env=env, drop=())
 
 
 def asyncapi(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:

@@ -8,11 +8,8 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,23 +23,13 @@ from eventbus.streams import Stream
 from eventbus.testing import RedisServer, wait_for
 from eventbus.testing.server import free_port
 from tests.apps.events import Job
+from tests.helpers import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
 
 
 def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "eventbus.cli.main", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        input=stdin,
-    )
+    return run_cli(*argv, drop=("EVENTBUS_",), stdin=stdin)
 
 
 def one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:

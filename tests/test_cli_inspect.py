@@ -26,7 +26,7 @@ from eventbus import Backoff, EventBus, Router
 from eventbus.cli.main import build_parser
 from eventbus.testing import RedisServer, running_worker, wait_for
 from tests.apps.events import Job
-from tests.helpers import group_state, pending_count
+from tests.helpers import group_state, pending_count, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(90)
@@ -56,13 +56,7 @@ async def cli_json(world: World, *argv: str) -> Any:
 
 def run(world: World, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the command as a process (for exit codes and stderr)."""
-    env = {k: v for k, v in os.environ.items() if k != "EVENTBUS_REDIS_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "eventbus.cli.main", *argv,
-         "--redis-url", world.url, "--prefix", world.prefix],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-        input=stdin,
-    )  # fmt: skip
+    return run_cli(*argv, "--redis-url", world.url, "--prefix", world.prefix, stdin=stdin)
 
 
 def failed_cleanly(result: subprocess.CompletedProcess[str], message: str) -> None:

@@ -19,20 +19,28 @@ GROUP = "tests.recorder"  # `eventbus run tests.apps.recorder`: service "tests"
 pytestmark = pytest.mark.timeout(120)
 
 
-def start_worker(processes: Processes, url: str, prefix: str, consumer: str, **env: str) -> object:
+def start_app(
+    processes: Processes, app: str, url: str, prefix: str, consumer: str, env: dict[str, str]
+) -> object:
+    """`eventbus run <app>`; `env` {"delay": "0.05"} sets RECORDER_DELAY for the recorder."""
+    env_prefix = {"tests.apps.recorder": "RECORDER_", "tests.apps.idem_app": "IDEM_"}[app]
     return processes.eventbus(
-        "run", "tests.apps.recorder",
+        "run", app,
         "--redis-url", url, "--prefix", prefix, "--consumer", consumer, "--grace", "5",
-        env={f"RECORDER_{k.upper()}": v for k, v in env.items()},
+        env={f"{env_prefix}{k.upper()}": v for k, v in env.items()},
     )  # fmt: skip
 
 
-async def group_exists(bus: EventBus) -> bool:
+def start_worker(processes: Processes, url: str, prefix: str, consumer: str, **env: str) -> object:
+    return start_app(processes, "tests.apps.recorder", url, prefix, consumer, env)
+
+
+async def group_exists(bus: EventBus, group: str = GROUP) -> bool:
     try:
         groups = await bus.redis.xinfo_groups(bus.keys.stream("jobs"))
     except Exception:
         return False
-    return any(g["name"].decode() == GROUP for g in groups)
+    return any(g["name"].decode() == group for g in groups)
 
 
 async def done_count(bus: EventBus) -> int:
@@ -163,19 +171,17 @@ IDEM_GROUP = "tests.exactly-once"
 def start_idem_worker(
     processes: Processes, url: str, prefix: str, consumer: str, **env: str
 ) -> object:
-    return processes.eventbus(
-        "run", "tests.apps.idem_app",
-        "--redis-url", url, "--prefix", prefix, "--consumer", consumer, "--grace", "5",
-        env={f"IDEM_{k.upper()}": v for k, v in env.items()},
-    )  # fmt: skip
+    return start_app(processes, "tests.apps.idem_app", url, prefix, consumer, env)
 
 
 async def idem_group_exists(bus: EventBus) -> bool:
-    try:
-        groups = await bus.redis.xinfo_groups(bus.keys.stream("jobs"))
-    except Exception:
-        return False
-    return any(g["name"].decode() == IDEM_GROUP for g in groups)
+    return await group_exists(bus, IDEM_GROUP)
+
+
+async def consumer_reads(bus: EventBus, group: str, consumer: str) -> bool:
+    """The consumer is in the group: its process is up and reading."""
+    consumers = await bus.redis.xinfo_consumers(bus.keys.stream("jobs"), group)
+    return any(c["name"].decode() == consumer for c in consumers)
 
 
 async def effects(bus: EventBus) -> dict[int, int]:
@@ -231,7 +237,11 @@ async def test_exactly_once_through_repeated_sigkills(
     deadline = loop.time() + 90
     while not await all_effects(bus, 150):
         assert loop.time() < deadline, f"only {len(await effects(bus))} effects after {kills} kills"
-        await asyncio.sleep(rng.uniform(0.2, 0.8))  # the chaos: kill at a random moment
+        # the chaos: kill at a random moment of its work (its start-up alone can take
+        # longer than that on a loaded machine: a kill then tests nothing)
+        up = f"c{kills}"
+        await wait_for(lambda c=up: consumer_reads(bus, IDEM_GROUP, c), timeout=20)
+        await asyncio.sleep(rng.uniform(0.2, 0.8))
         worker.kill()  # type: ignore[attr-defined]
         worker.wait()  # type: ignore[attr-defined]
         kills += 1

@@ -378,6 +378,19 @@ async def error_replies(server: RedisServer) -> int:
         admin.close()
 
 
+def effects_router(runs: list[int]) -> Router:
+    """One idempotent handler ("test.tx") that records each n it runs and queues
+    ``HINCRBY`` of its ``ctx.slot_key("effects")`` hash on its transaction."""
+    router = Router()
+
+    @router.subscribe(name="tx", idempotent=True, lease=1, backoff=0.1)
+    async def handle(event: Job, ctx: Context) -> None:
+        runs.append(event.n)
+        ctx.transaction().hincrby(ctx.slot_key("effects"), str(event.n), 1)
+
+    return router
+
+
 async def test_a_commit_whose_reply_is_lost_applies_once(
     redis_server_factory: Callable[..., RedisServer], make_bus: Callable[..., EventBus]
 ) -> None:
@@ -387,12 +400,7 @@ async def test_a_commit_whose_reply_is_lost_applies_once(
     server = redis_server_factory()
     direct = make_bus(server.url, "lost")
     runs: list[int] = []
-    router = Router()
-
-    @router.subscribe(name="tx", idempotent=True, lease=1, backoff=0.1)
-    async def handle(event: Job, ctx: Context) -> None:
-        runs.append(event.n)
-        ctx.transaction().hincrby(ctx.slot_key("effects"), str(event.n), 1)
+    router = effects_router(runs)
 
     await direct.redis.script_load(SCRIPTS.idem_tx_commit.source)  # so it runs, not NOSCRIPT
     async with FaultProxy(server.port) as proxy:
@@ -524,12 +532,7 @@ async def test_a_begin_whose_reply_is_lost_is_not_a_takeover(
     server = redis_server_factory()
     direct = make_bus(server.url, "begin")
     runs: list[int] = []
-    router = Router()
-
-    @router.subscribe(name="tx", idempotent=True, lease=1, backoff=0.1)
-    async def handle(event: Job, ctx: Context) -> None:
-        runs.append(event.n)
-        ctx.transaction().hincrby(ctx.slot_key("effects"), str(event.n), 1)
+    router = effects_router(runs)
 
     await direct.redis.script_load(SCRIPTS.idem_begin.source)  # so it runs, not NOSCRIPT
     caplog.set_level(logging.WARNING, logger="eventbus")

@@ -10,7 +10,7 @@ import pytest
 from eventbus import ConfigurationError, Context, EventBus, Router, WorkerSettings
 from eventbus.testing import RedisServer, running_worker, wait_for
 from tests.apps.events import Job
-from tests.helpers import dlq_entries, no_pending
+from tests.helpers import all_settled, dlq_entries, no_pending
 
 FAST = WorkerSettings(grace=5, reclaim_interval=0.1)
 
@@ -42,7 +42,7 @@ async def test_one_key_ten_times_three_workers_effect_once(
         # the same logical event, ten entries (publisher-side dedup off to get ten)
         await asyncio.gather(*(bus.publish(Job(n=1), key="k", dedup_window=0) for _ in range(10)))
         assert await bus.redis.xlen(bus.keys.stream("jobs")) == 10
-        await wait_for(lambda: no_pending(bus, "jobs", "test.once"), timeout=20)
+        await wait_for(lambda: all_settled(bus, "jobs", "test.once"), timeout=20)
         stats = [w.consumers[0].stats for w in (w1, w2, w3)]
     assert await counter(bus, "effect") == 1
     assert sum(s.ok for s in stats) == 1

@@ -117,7 +117,8 @@ async def expired(bus: EventBus, key: str) -> bool:
     return not await bus.redis.exists(key)
 
 
-async def test_dedup_survives_a_script_cache_flush(bus: EventBus) -> None:
+async def test_dedup_survives_a_script_cache_flush(own_bus: EventBus) -> None:
+    bus = own_bus  # SCRIPT FLUSH: on a server of its own
     await bus.publish(Job(n=1), key="before")
     await bus.redis.script_flush()  # as after a Redis restart
     assert not (await bus.publish(Job(n=2), key="after")).duplicate
@@ -150,45 +151,31 @@ async def test_maxlen_caps_the_stream(bus: EventBus) -> None:
 
 
 async def test_bus_overrides_declared_stream_settings(
-    eventbus_redis_url: str, eventbus_prefix: str
+    eventbus_redis_url: str, eventbus_prefix: str, make_bus: Callable[..., EventBus]
 ) -> None:
-    bus = EventBus.from_url(
-        eventbus_redis_url,
-        service="s",
-        prefix=eventbus_prefix,
-        streams=[Stream("capped", maxlen=10_000)],
-    )
-    try:
-        assert bus.streams.get("capped").maxlen == 10_000
-        assert bus.streams.get("brief").dedup_window_s == 0.3  # declared by the event class
-        assert bus.streams.get("jobs").maxlen is None  # defaults
-    finally:
-        await bus.aclose()
+    capped = [Stream("capped", maxlen=10_000)]
+    bus = make_bus(eventbus_redis_url, eventbus_prefix, service="s", streams=capped)
+    assert bus.streams.get("capped").maxlen == 10_000
+    assert bus.streams.get("brief").dedup_window_s == 0.3  # declared by the event class
+    assert bus.streams.get("jobs").maxlen is None  # defaults
 
 
 async def test_oversized_and_invalid_events_write_nothing(
-    eventbus_redis_url: str, eventbus_prefix: str
+    eventbus_redis_url: str, eventbus_prefix: str, make_bus: Callable[..., EventBus]
 ) -> None:
-    bus = EventBus.from_url(
-        eventbus_redis_url,
-        service="s",
-        prefix=eventbus_prefix,
-        publishing=PublishSettings(max_event_bytes=1000),
-    )
-    try:
-        await bus.publish(Blob(data="x" * 900))
-        with pytest.raises(EventTooLarge, match="over the limit of 1,000 bytes"):
-            await bus.publish(Blob(data="x" * 2000))
-        with pytest.raises(EventTooLarge):
-            await bus.publish_many([Blob(data="small"), Blob(data="x" * 2000)])
-        with pytest.raises(EventTooLarge):
-            bus.publish_nowait(Blob(data="x" * 2000))
-        with pytest.raises(EventTypeError):
-            bus.publish_nowait("not an event")  # type: ignore[arg-type]
-        assert await bus.flush(timeout=5)
-        assert await bus.redis.xlen(bus.keys.stream("blobs")) == 1
-    finally:
-        await bus.aclose()
+    limit = PublishSettings(max_event_bytes=1000)
+    bus = make_bus(eventbus_redis_url, eventbus_prefix, service="s", publishing=limit)
+    await bus.publish(Blob(data="x" * 900))
+    with pytest.raises(EventTooLarge, match="over the limit of 1,000 bytes"):
+        await bus.publish(Blob(data="x" * 2000))
+    with pytest.raises(EventTooLarge):
+        await bus.publish_many([Blob(data="small"), Blob(data="x" * 2000)])
+    with pytest.raises(EventTooLarge):
+        bus.publish_nowait(Blob(data="x" * 2000))
+    with pytest.raises(EventTypeError):
+        bus.publish_nowait("not an event")  # type: ignore[arg-type]
+    assert await bus.flush(timeout=5)
+    assert await bus.redis.xlen(bus.keys.stream("blobs")) == 1
     assert isinstance(EventTooLarge("x"), PublishError)
 
 

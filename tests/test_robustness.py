@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from eventbus import (
 from eventbus.testing import RedisServer, running_worker, wait_for
 from eventbus.worker.groups import is_nogroup
 from tests.apps.events import Job
-from tests.helpers import dlq_entries, no_pending
+from tests.helpers import FaultProxy, dlq_entries, no_pending
 
 FAST = WorkerSettings(grace=5, reclaim_interval=0.2)
 
@@ -177,49 +176,15 @@ async def test_publish_is_not_resent_when_the_reply_is_lost(
     """A proxy forwards the XADD and then drops the connection before the reply: the
     publish fails (the caller decides), and the stream holds the event once, not twice."""
     server = redis_server_factory()
-    dropping = asyncio.Event()
-
-    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", server.port)
-
-        async def upstream() -> None:
-            while data := await client_r.read(65536):
-                if b"XADD" in data and not dropping.is_set():
-                    dropping.set()  # from now on, replies are lost
-                    up_w.write(data)
-                    await up_w.drain()
-                    await asyncio.sleep(0.2)  # the server has run it
-                    client_w.transport.abort()
-                    return
-                up_w.write(data)
-                await up_w.drain()
-
-        async def downstream() -> None:
-            while data := await up_r.read(65536):
-                if dropping.is_set():
-                    return
-                client_w.write(data)
-                await client_w.drain()
-
+    async with FaultProxy(server.port) as proxy:
+        proxy.cut_on(b"XADD", forward=True)
+        bus = EventBus.from_url(f"redis://127.0.0.1:{proxy.port}/0", service="dup", prefix="dup")
         try:
-            await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+            with pytest.raises(PublishError):
+                await bus.publish(Job(n=1))
+            assert redis.Redis(port=server.port).xlen(bus.keys.stream("jobs")) == 1
         finally:
-            for writer in (up_w, client_w):
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-
-    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
-    port = proxy.sockets[0].getsockname()[1]
-    bus = EventBus.from_url(f"redis://127.0.0.1:{port}/0", service="dup", prefix="dup")
-    try:
-        with pytest.raises(PublishError):
-            await bus.publish(Job(n=1))
-        assert redis.Redis(port=server.port).xlen(bus.keys.stream("jobs")) == 1
-    finally:
-        await bus.aclose()
-        proxy.close()
-        await proxy.wait_closed()
+            await bus.aclose()
 
 
 async def test_entries_deleted_while_pending_are_cleaned_up(bus: EventBus) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -11,10 +12,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from eventbus.embedded import find_redis_server
 from eventbus.errors import EmbeddedServerError
@@ -22,11 +24,49 @@ from eventbus.errors import EmbeddedServerError
 ENV_TEST_URL = "EVENTBUS_TEST_REDIS_URL"
 
 
+# Ports handed out by `free_port`, each held by a lock on a file of this directory while
+# the process that took it lives (or until `release_port`): parallel test workers (pytest
+# -n) never pick the same port, not even one whose server is down for a restart.
+PORT_LOCKS = Path(tempfile.gettempdir()) / f"eventbus-test-ports-{os.getuid()}"
+_held: dict[int, int] = {}  # port -> the descriptor of its lock file
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 and reserved for this process (see `PORT_LOCKS`)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if _reserve(port):
+            return port
+    raise EmbeddedServerError(f"no free port could be reserved (locks in {PORT_LOCKS})")
+
+
+def _reserve(port: int) -> bool:
+    if port in _held:
+        return False
+    PORT_LOCKS.mkdir(exist_ok=True)
+    fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # another process holds it
+        os.close(fd)
+        return False
+    _held[port] = fd
+    return True
+
+
+def release_port(port: int) -> None:
+    """Give back a port from `free_port` (its server is gone for good)."""
+    fd = _held.pop(port, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _worker() -> str:
+    """The pytest-xdist worker's id and a dash ("gw1-"), or "" outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"{worker}-" if worker else ""
 
 
 class RedisServer:
@@ -46,11 +86,13 @@ class RedisServer:
         extra_args: list[str] | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()[0]
+        self._port_is_ours = port is None
         self.port = port or free_port()
+        self._started = False
         self.appendonly = appendonly
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="eventbus-redis-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"eventbus-redis-{_worker()}")
             data_dir = self._tmp.name
         self.data_dir = Path(data_dir)
         self.extra_args = extra_args or []
@@ -83,29 +125,68 @@ class RedisServer:
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> Self:
+        """Start (or start again, on the same port and data); return once it answers."""
         if self.process is not None and self.process.poll() is None:
             return self
-        self.process = subprocess.Popen(
-            self._args(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        for _ in range(5):
+            log_start = self._log_size()
+            self.process = subprocess.Popen(
+                self._args(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_until_ready(self.process, timeout):
+                self._started = True
+                return self
+            if not (self._may_move and self._port_was_taken(log_start)):
+                break
+            # a socket of another process took the port before this server could bind it
+            release_port(self.port)
+            self.port = free_port()
+        raise EmbeddedServerError(
+            f"redis-server on port {self.port} did not start: {self.log_tail()}"
         )
+
+    @property
+    def _may_move(self) -> bool:
+        """Whether a start may pick another port: ours, and never served on (a restart
+        keeps its port, the one its clients know)."""
+        return self._port_is_ours and not self._started
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], timeout: float) -> bool:
+        """True once this process answers (its own pid in INFO: not another server that
+        holds the port) with its data set loaded; False if it exits or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        # one try per round (no retries): a port held by something that does not answer
+        # must not stall the check of whether this process is still alive
+        client = redis.Redis(
+            port=self.port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
         try:
-            while True:
+            while process.poll() is None and time.monotonic() < deadline:
                 with contextlib.suppress(redis.RedisError):
-                    # with AOF, wait until the data set is loaded
-                    if client.ping() and client.info("persistence").get("loading", 0) == 0:
-                        return self
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise EmbeddedServerError(
-                        f"redis-server on port {self.port} did not start: {self.log_tail()}"
-                    )
+                    info = client.info()
+                    if info.get("process_id") == process.pid and info.get("loading", 0) == 0:
+                        return True
                 time.sleep(0.02)
+            return False
         finally:
             client.close()
+
+    def _log_size(self) -> int:
+        try:
+            return (self.data_dir / "redis.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _port_was_taken(self, log_start: int) -> bool:
+        try:
+            with (self.data_dir / "redis.log").open("rb") as log:
+                log.seek(log_start)
+                return b"Address already in use" in log.read()
+        except OSError:
+            return False
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -139,6 +220,8 @@ class RedisServer:
 
     def close(self) -> None:
         self.kill()
+        if self._port_is_ours:
+            release_port(self.port)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -146,12 +229,7 @@ class RedisServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
