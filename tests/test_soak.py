@@ -1,6 +1,7 @@
 """The chaos soak, bounded: workers and Redis killed, stopped and restarted while events
 flow, then every delivery guarantee checked on what Redis holds (benchmarks/soak.py,
-docs/soak.md). About two minutes; ``-m 'not slow'`` leaves it out.
+docs/soak.md). About two minutes; left out of the default run (pyproject's addopts),
+``pytest -m slow`` runs it, as CI does in a step of its own.
 
 ``EVENTBUS_SOAK_DURATION`` (seconds of chaos, default 90) and ``EVENTBUS_SOAK_SEED``
 make a longer or a repeated run.
