@@ -27,26 +27,8 @@ DURATION_BUCKETS = (
     30.0,
     60.0,
 )
-AGE_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-)
+# event ages: from a millisecond up to an hour (a backlog)
+AGE_BUCKETS = (*DURATION_BUCKETS[1:], 300.0, 900.0, 3600.0)
 
 
 class Histogram:

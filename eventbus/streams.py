@@ -14,9 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 
-from eventbus.durations import seconds
+from eventbus.durations import Duration, seconds
 from eventbus.errors import ConfigurationError
 from eventbus.keys import check_name
 
@@ -24,8 +23,28 @@ DEFAULT_DEDUP_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
-class Stream:
-    """A stream's settings.
+class _StreamValues:
+    """What `Stream` holds: every value checked, durations in float seconds."""
+
+    name: str
+    maxlen: int | None
+    retention: float | None
+    dedup_window: float
+    max_event_bytes: int | None
+
+    @property
+    def retention_s(self) -> float | None:
+        return self.retention
+
+    @property
+    def dedup_window_s(self) -> float:
+        return self.dedup_window
+
+
+class Stream(_StreamValues):
+    """A stream's settings, checked when built (a wrong value raises ConfigurationError
+    naming the stream and the setting). Durations are seconds or a `datetime.timedelta`,
+    and read back as float seconds.
 
     - ``maxlen``: approximate hard cap applied at every XADD (``MAXLEN ~``); None: no cap.
       It cuts without asking whether a group has read what it cuts (counted and logged
@@ -39,47 +58,40 @@ class Stream:
       a larger entry is dead-lettered unread, with its size as the reason.
     """
 
-    name: str
-    maxlen: int | None = None
-    retention: float | timedelta | None = None
-    dedup_window: float | timedelta = DEFAULT_DEDUP_WINDOW_S
-    max_event_bytes: int | None = None
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        check_name("stream", self.name)
-        if self.max_event_bytes is not None and (
-            not isinstance(self.max_event_bytes, int)
-            or isinstance(self.max_event_bytes, bool)
-            or self.max_event_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"stream {self.name!r}: max_event_bytes must be a positive int or None, "
-                f"got {self.max_event_bytes!r}"
-            )
-        if self.maxlen is not None and (
-            not isinstance(self.maxlen, int) or isinstance(self.maxlen, bool) or self.maxlen < 1
-        ):
-            raise ConfigurationError(
-                f"stream {self.name!r}: maxlen must be a positive int or None, got {self.maxlen!r}"
-            )
-        if self.retention is not None:
-            value = seconds(self.retention, name=f"stream {self.name!r}: retention")
-            if value <= 0:
-                raise ConfigurationError(f"stream {self.name!r}: retention must be positive")
-            object.__setattr__(self, "retention", value)
-        object.__setattr__(
-            self,
-            "dedup_window",
-            seconds(self.dedup_window, name=f"stream {self.name!r}: dedup_window"),
+    def __init__(
+        self,
+        name: str,
+        maxlen: int | None = None,
+        retention: Duration | None = None,
+        dedup_window: Duration = DEFAULT_DEDUP_WINDOW_S,
+        max_event_bytes: int | None = None,
+    ) -> None:
+        check_name("stream", name)
+        what = f"stream {name!r}"
+        super().__init__(
+            name=name,
+            maxlen=_positive_or_none(maxlen, f"{what}: maxlen"),
+            retention=_retention(retention, what),
+            dedup_window=seconds(dedup_window, name=f"{what}: dedup_window"),
+            max_event_bytes=_positive_or_none(max_event_bytes, f"{what}: max_event_bytes"),
         )
 
-    @property
-    def retention_s(self) -> float | None:
-        return None if self.retention is None else float(self.retention)  # type: ignore[arg-type]
 
-    @property
-    def dedup_window_s(self) -> float:
-        return float(self.dedup_window)  # type: ignore[arg-type]
+def _positive_or_none(value: int | None, what: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigurationError(f"{what} must be a positive int or None, got {value!r}")
+    return value
+
+
+def _retention(value: Duration | None, what: str) -> float | None:
+    if value is None:
+        return None
+    retention = seconds(value, name=f"{what}: retention")
+    if retention <= 0:
+        raise ConfigurationError(f"{what}: retention must be positive")
+    return retention
 
 
 _lock = threading.Lock()
