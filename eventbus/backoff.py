@@ -10,23 +10,47 @@ from eventbus.errors import ConfigurationError
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
+class _BackoffValues:
+    """What `Backoff` holds: checked, the delays in float seconds."""
+
+    initial: float
+    maximum: float
+    multiplier: float
+    jitter: float
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        return base * (1.0 - self.jitter * random.random())
+
+
+class Backoff(_BackoffValues):
     """Delay before retry ``n`` (1-based): ``initial * multiplier**(n-1)``, at most
     ``maximum``, minus up to ``jitter`` of itself at random (so retries of a burst
-    of failures spread out instead of arriving together)."""
+    of failures spread out instead of arriving together). `initial` and `maximum` are
+    seconds or a `datetime.timedelta`, read back as float seconds."""
 
-    initial: float = 1.0
-    maximum: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < 0:
-            raise ConfigurationError("Backoff: initial and maximum must not be negative")
-        if self.multiplier < 1:
+    def __init__(
+        self,
+        initial: Duration = 1.0,
+        maximum: Duration = 60.0,
+        multiplier: float = 2.0,
+        jitter: float = 0.2,
+    ) -> None:
+        first = seconds(initial, name="Backoff: initial")
+        most = seconds(maximum, name="Backoff: maximum")
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
+            raise ConfigurationError(f"Backoff: multiplier must be a number, got {multiplier!r}")
+        if multiplier < 1:
             raise ConfigurationError("Backoff: multiplier must be at least 1")
-        if not 0 <= self.jitter <= 1:
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float):
+            raise ConfigurationError(f"Backoff: jitter must be a number, got {jitter!r}")
+        if not 0 <= jitter <= 1:
             raise ConfigurationError("Backoff: jitter must be between 0 and 1")
+        super().__init__(
+            initial=first, maximum=most, multiplier=float(multiplier), jitter=float(jitter)
+        )
 
     @classmethod
     def coerce(cls, value: Backoff | Duration) -> Backoff:
@@ -35,10 +59,6 @@ class Backoff:
             return value
         initial = seconds(value, name="backoff")
         return cls(initial=initial, maximum=max(initial, 60.0))
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
-        return base * (1.0 - self.jitter * random.random())
 
 
 class Reconnect:

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from eventbus.backoff import Reconnect
 from eventbus.connection import ENV_URL, make_client, make_sync_client, resolve_url
-from eventbus.durations import Duration, seconds
+from eventbus.durations import Duration, seconds, seconds_or_none
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
 from eventbus.errors import ConnectionFailed, describe_error
@@ -22,9 +22,9 @@ from eventbus.permissions import is_refusal, refused
 from eventbus.publishing import exiting
 from eventbus.publishing.aio import AsyncFlusher, drive
 from eventbus.publishing.base import BasePublisher, DataDir, StreamsArg
-from eventbus.publishing.blocking import SyncIO, client_io
+from eventbus.publishing.blocking import client_pool
 from eventbus.publishing.core import PublishResult
-from eventbus.publishing.settings import PublishSettings, seconds_or_none
+from eventbus.publishing.settings import PublishSettings
 from eventbus.wire import Pooled
 
 __all__ = ["EventBus", "PublishSettings"]
@@ -222,16 +222,16 @@ class EventBus(BasePublisher):
         report."""
         if self._closed or not self._outbox.held:
             return
-        client = None
-        io: SyncIO | None = None
-        if self.url is not None:
-            client = make_sync_client(self.url, socket_timeout=5, connect_timeout=2)
-            io = client_io(client)
+        if self.url is None:
+            exiting.flush(self._outbox, None, self.publish_stats, what=self._what)
+            return
+        client = make_sync_client(self.url, socket_timeout=5, connect_timeout=2)
+        pool = client_pool(client)
         try:
-            exiting.flush(self._outbox, io, self.publish_stats, what=self._what)
+            exiting.flush(self._outbox, pool.request, self.publish_stats, what=self._what)
         finally:
-            if client is not None:
-                client.close()
+            pool.close()
+            client.close()
 
     async def aclose(self) -> None:
         """Flush ``publish_nowait``'s buffer (each event waits at most until its

@@ -10,13 +10,15 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from eventbus.durations import Duration
+
 log = logging.getLogger("eventbus")
 
 
 class Service(Protocol):
     async def start(self) -> None: ...
 
-    async def stop(self, grace: float | None = None) -> None: ...
+    async def stop(self, grace: Duration | None = None) -> None: ...
 
     def request_stop(self, *, force: bool = False) -> None: ...
 
@@ -27,7 +29,7 @@ class Runs:
     async def start(self) -> None:
         raise NotImplementedError
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: Duration | None = None) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:

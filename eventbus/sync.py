@@ -21,7 +21,7 @@ from typing import Self
 import redis
 
 from eventbus.connection import make_sync_client, resolve_url
-from eventbus.durations import Duration
+from eventbus.durations import Duration, seconds_or_none
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
 from eventbus.errors import ConnectionFailed, describe_error
@@ -29,9 +29,9 @@ from eventbus.events import Event
 from eventbus.keys import DEFAULT_PREFIX
 from eventbus.publishing import exiting
 from eventbus.publishing.base import BasePublisher, DataDir, StreamsArg
-from eventbus.publishing.blocking import client_io
+from eventbus.publishing.blocking import client_pool
 from eventbus.publishing.core import PublishResult
-from eventbus.publishing.settings import PublishSettings, seconds_or_none
+from eventbus.publishing.settings import PublishSettings
 from eventbus.publishing.threads import ThreadFlusher, drive_sync
 
 
@@ -62,7 +62,8 @@ class SyncPublisher(BasePublisher):
             embedded=embedded,
         )
         self._client = client
-        self._request = client_io(client)
+        self._pool = client_pool(client)
+        self._request = self._pool.request
         self._flusher = ThreadFlusher(self._outbox, self._request, self.publish_stats)
         self._outbox.wake = self._flusher.wake
         self._exit_hook = exiting.register(self)
@@ -150,6 +151,7 @@ class SyncPublisher(BasePublisher):
         exiting.unregister(self._exit_hook)
         try:
             self._flusher.close()
+            self._pool.close()
             self._client.close()
         except (redis.RedisError, OSError) as exc:
             raise ConnectionFailed(

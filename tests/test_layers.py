@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "eventbus.events",
             "eventbus.envelope",
             "eventbus.tracing",
+            "eventbus.schedules",
             "eventbus.schedules.cron",
             "eventbus.schedules.spec",
         ],
@@ -63,7 +64,6 @@ LAYERS: list[tuple[str, list[str]]] = [
         "runtime",
         [
             "eventbus.worker",
-            "eventbus.schedules",
             "eventbus.schedules.scheduler",
             "eventbus.inspection",
             "eventbus.appcheck",
@@ -110,7 +110,20 @@ def _imports(name: str, path: Path) -> set[str]:
     return {target for target in out if target in MODULES and target != name}
 
 
-GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+def _with_parents(name: str, targets: set[str]) -> set[str]:
+    """`targets` and the packages above each: importing ``eventbus.a.b`` runs
+    ``eventbus/a/__init__.py`` first, so a package's ``__init__`` may import only what
+    every module below it may. Left out: the packages `name` is itself in (they run
+    before it), and the root package (``eventbus/__init__.py`` is the public face, run
+    before anything else is imported, as in any library)."""
+    parts = name.split(".")
+    own = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    splits = [target.split(".") for target in targets]
+    parents = {".".join(steps[:n]) for steps in splits for n in range(2, len(steps))}
+    return (targets | (parents - own)) - {name}
+
+
+GRAPH = {name: _with_parents(name, _imports(name, path)) for name, path in MODULES.items()}
 
 
 def _layer(name: str) -> int:
@@ -161,3 +174,14 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert cycle is not None
     assert sorted(set(cycle)) == ["a", "b", "c"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_importing_a_module_counts_the_packages_above_it() -> None:
+    # eventbus/a/__init__.py runs first; the importer's own packages and the root do not count
+    assert _with_parents("eventbus.x", {"eventbus.a.b.c"}) == {
+        "eventbus.a.b.c",
+        "eventbus.a.b",
+        "eventbus.a",
+    }
+    assert _with_parents("eventbus.a.y", {"eventbus.a.b"}) == {"eventbus.a.b"}
+    assert _with_parents("eventbus.a.y", {"eventbus"}) == {"eventbus"}

@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventbus import EventBus, Router
-from eventbus.schedules import Scheduler
-from eventbus.schedules.scheduler import parse_iso
+from eventbus.schedules.scheduler import Scheduler, parse_iso
 from eventbus.testing import unique_prefix, wait_for
 from eventbus.testing.clock import FakeClock
 from tests.apps.events import Beat

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from eventbus import Event, EventBus, Router
-from eventbus.schedules import Scheduler
-from eventbus.schedules.scheduler import iso, parse_iso
+from eventbus.schedules.scheduler import Scheduler, iso, parse_iso
 from eventbus.testing import running_worker, wait_for
 from eventbus.testing.clock import FakeClock
 from handlers import CleanupOldNotes, NoteCreated

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from eventbus import (
     BufferFull,
@@ -122,3 +123,18 @@ def test_close_flushes_and_later_use_fails(eventbus_redis_url: str, eventbus_pre
         assert client.xlen(f"{eventbus_prefix}:{{jobs}}") == 200
     finally:
         client.close()
+
+
+def test_close_closes_every_connection(redis_server_factory: Callable[..., RedisServer]) -> None:
+    server = redis_server_factory()
+    admin = redis.Redis(port=server.port)
+    try:
+        publisher = SyncPublisher.from_url(server.url, service="test", prefix="closing")
+        publisher.publish(Ping(n=1))
+        publisher.publish_nowait(Ping(n=2))
+        assert publisher.flush(10)
+        assert len(admin.client_list()) > 1  # ours, besides the admin's
+        publisher.close()
+        assert [c["id"] for c in admin.client_list()] == [str(admin.client_id())]
+    finally:
+        admin.close()

@@ -143,7 +143,7 @@ async def test_fire_and_forget_batches_and_sync_publishes_are_traced(
 async def test_scheduled_publishes_are_traced(bus: EventBus, spans: InMemorySpanExporter) -> None:
     from datetime import datetime
 
-    from eventbus.schedules import Scheduler
+    from eventbus.schedules.scheduler import Scheduler
     from tests.apps.events import Beat
 
     router = Router()

@@ -5,6 +5,7 @@ unix sockets, dead idle connections, the login, a restart, SELECT, CLIENT SETNAM
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -226,6 +227,63 @@ async def test_a_refused_login_names_the_user_and_the_fix(
     assert isinstance(caught.value, ConnectionFailed | redis.AuthenticationError)
     good = make_client(f"redis://alice:right@127.0.0.1:{server.port}/0")
     assert await good.request(["ACL", "WHOAMI"]) == [b"alice"]
+
+
+async def test_a_user_without_a_password_logs_in_as_that_user(
+    make_client: MakeClient, server: RedisServer, admin: redis.Redis
+) -> None:
+    # an ACL user with nopass: redis://bob@host logs in as bob (AUTH bob ""), not default
+    admin.acl_setuser("bob", enabled=True, nopass=True, keys=["*"], commands=["+@all"])
+    client = make_client(f"redis://bob@127.0.0.1:{server.port}/0")
+    assert await client.request(["ACL", "WHOAMI"]) == [b"bob"]
+
+
+async def test_idle_connections_are_reused_above_descriptor_1024(
+    make_client: MakeClient, server: RedisServer
+) -> None:
+    # select() cannot watch descriptors >= 1024; the idle check must still tell a live
+    # connection from a dead one there, or every request would open a new connection
+    base = os.open(__file__, os.O_RDONLY)
+    spare = [os.dup(base) for _ in range(1100)]
+    try:
+        client = make_client(server.url)
+        [first] = await client.request(["CLIENT", "ID"])
+        [again] = await client.request(["CLIENT", "ID"])
+        assert again == first
+    finally:
+        for fd in [base, *spare]:
+            os.close(fd)
+
+
+async def _garbage_server() -> tuple[asyncio.Server, int]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"!not RESP at all\r\n")  # hiredis cannot parse this
+        await writer.drain()
+        await reader.read(1024)
+        writer.close()
+
+    found = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return found, found.sockets[0].getsockname()[1]
+
+
+async def test_a_reply_that_cannot_be_parsed_is_a_lost_exchange(make_client: MakeClient) -> None:
+    listening, port = await _garbage_server()
+    try:
+        client = make_client(f"redis://127.0.0.1:{port}/0", socket_timeout=5)
+        with pytest.raises(IncompleteExchange, match="lost"):
+            await client.request(["PING"])
+    finally:
+        listening.close()
+
+
+def test_a_sentinel_managed_client_is_refused_not_misrouted() -> None:
+    # its pool's kwargs name no host: connecting by them would reach localhost:6379
+    from redis.asyncio.sentinel import Sentinel
+
+    client = Sentinel([("127.0.0.1", free_port())]).master_for("mymaster")
+    with pytest.raises(EventBusError, match="give the bus a URL"):
+        ConnectionOptions.from_client(client)
 
 
 async def test_unix_socket(

@@ -10,7 +10,7 @@ import os
 from datetime import datetime
 
 from eventbus import Event, EventBus, Router
-from eventbus.schedules import Scheduler
+from eventbus.schedules.scheduler import Scheduler
 from eventbus.testing import wait_for
 
 

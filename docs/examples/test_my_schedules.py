@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from eventbus import Event, EventBus, Router
-from eventbus.schedules import Scheduler
+from eventbus.schedules.scheduler import Scheduler
 from eventbus.testing import wait_for
 from eventbus.testing.clock import FakeClock
 

@@ -9,7 +9,7 @@ from eventbus.bus import EventBus
 from eventbus.cli.connect import bus_for, reach
 from eventbus.cli.loader import load_app, service_name
 from eventbus.errors import ConfigurationError
-from eventbus.schedules import Scheduler
+from eventbus.schedules.scheduler import Scheduler
 from eventbus.service import Service, serve
 from eventbus.worker import Worker, WorkerSettings
 

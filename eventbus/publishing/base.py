@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from eventbus.connection import redact
-from eventbus.durations import Duration
+from eventbus.durations import Duration, seconds_or_none
 from eventbus.embedded import EmbeddedRedis
 from eventbus.envelope import Encoding
 from eventbus.errors import PublishError
@@ -25,7 +25,7 @@ from eventbus.publishing.batch import (
 )
 from eventbus.publishing.core import PublishCore, PublishResult, end_spans, prepare_all
 from eventbus.publishing.outbox import Outbox
-from eventbus.publishing.settings import PublishSettings, seconds_or_none
+from eventbus.publishing.settings import PublishSettings
 from eventbus.publishing.stats import PublishStats
 from eventbus.streams import Stream, StreamSettings
 

@@ -13,7 +13,8 @@ from eventbus.wire import SyncPool
 SyncIO = Callable[[bytes, int], list[Any]]
 
 
-def client_io(client: redis.Redis) -> SyncIO:
-    """Blocking exchanges on a thread-safe pool of our own connections, made with
-    `client`'s options (fork-safe: a child drops the connections of its parent)."""
-    return SyncPool.for_client(client).request
+def client_pool(client: redis.Redis) -> SyncPool:
+    """A thread-safe pool of our own connections, made with `client`'s options
+    (fork-safe: a child drops the connections of its parent). Its `request` is the
+    `SyncIO` the thread driver runs on; its owner closes it."""
+    return SyncPool.for_client(client)

@@ -82,8 +82,3 @@ def _positive_int(name: str, value: object, accepted: str) -> None:
         raise ConfigurationError(
             f"PublishSettings.{name} must be a positive int {accepted}, got {value!r}"
         )
-
-
-def seconds_or_none(value: Duration | None, *, name: str) -> float | None:
-    """A public optional duration (``timedelta | float | None``) as float seconds."""
-    return None if value is None else seconds(value, name=name)

@@ -1,8 +1,13 @@
 """Cron schedules that emit events: declared with ``@router.schedule``, run by
-`Scheduler` (``eventbus scheduler APP``, or ``eventbus run APP`` with a worker)."""
+`eventbus.schedules.scheduler.Scheduler` (``eventbus scheduler APP``, or ``eventbus run
+APP`` with a worker).
+
+This package's ``__init__`` holds only what an app declares (the model layer: cron
+specs and schedule declarations), so that importing a declaration never imports the
+scheduler and, through it, the bus (tests/test_layers.py).
+"""
 
 from eventbus.schedules.cron import CronSpec, validate_cron
-from eventbus.schedules.scheduler import Scheduler
 from eventbus.schedules.spec import ScheduleSpec
 
-__all__ = ["CronSpec", "ScheduleSpec", "Scheduler", "validate_cron"]
+__all__ = ["CronSpec", "ScheduleSpec", "validate_cron"]

@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from eventbus.backoff import Reconnect
 from eventbus.bus import EventBus
 from eventbus.clock import SYSTEM_CLOCK, Clock
+from eventbus.durations import Duration, seconds_or_none
 from eventbus.errors import EventBusError, PublishError
 from eventbus.events import Event
 from eventbus.publishing.core import OutcomeUnknown, PublishResult
@@ -91,11 +92,13 @@ class Scheduler(Runs):
         """Run until `request_stop()` or SIGTERM/SIGINT."""
         await serve([self], stop=self._stop, install_signal_handlers=install_signal_handlers)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop: a tick being published gets `grace` seconds (10) to finish."""
+    async def stop(self, grace: Duration | None = None) -> None:
+        """Stop: a tick being published gets `grace` (seconds or a timedelta; 10 s) to
+        finish."""
         self._stop.set()
+        wait = seconds_or_none(grace, name="grace")
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10 if grace is None else grace)
+            await asyncio.wait(self._tasks, timeout=10 if wait is None else wait)
             for task in self._tasks:
                 task.cancel()
             await asyncio.wait(self._tasks)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from eventbus.bus import EventBus
+from eventbus.durations import Duration, seconds
 from eventbus.handlers import HandlerSpec
 from eventbus.router import Router
 from eventbus.worker import Worker, WorkerSettings
@@ -23,15 +24,17 @@ def unique_prefix(base: str = "t") -> str:
 async def wait_for(
     condition: Callable[[], Awaitable[Any] | Any],
     *,
-    timeout: float = 10.0,
-    interval: float = 0.02,
+    timeout: Duration = 10.0,
+    interval: Duration = 0.02,
     message: str | Callable[[], str] = "condition",
 ) -> Any:
     """Poll `condition` (sync or async) until it returns something truthy; return it.
 
-    Raises TimeoutError naming `message` after `timeout` seconds.
+    Raises TimeoutError naming `message` after `timeout` (seconds or a timedelta).
     """
     loop = asyncio.get_running_loop()
+    timeout = seconds(timeout, name="timeout")
+    pause = seconds(interval, name="interval")
     deadline = loop.time() + timeout
     while True:
         result = condition()
@@ -42,7 +45,7 @@ async def wait_for(
         if loop.time() > deadline:
             text = message() if callable(message) else message
             raise TimeoutError(f"timed out after {timeout}s waiting for {text}")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
 
 
 @asynccontextmanager
@@ -52,7 +55,7 @@ async def running_worker(
     *,
     consumer: str | None = None,
     settings: WorkerSettings | None = None,
-    grace: float = 5.0,
+    grace: Duration = 5.0,
 ) -> AsyncIterator[Worker]:
     """Start a worker (groups created before the block runs); stop it gracefully after."""
     worker = Worker(bus, app, consumer=consumer, settings=settings or WorkerSettings(grace=grace))

@@ -104,7 +104,7 @@ class IncompleteExchange(ConnectionLost):
         self.replies = replies
 
 
-class ConnectTimeout(_Described, EventBusError, rx.TimeoutError):
+class ConnectTimeout(_Described, ConnectionFailed, rx.TimeoutError):
     """No connection (and handshake) within the connect timeout."""
 
 

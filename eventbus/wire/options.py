@@ -179,8 +179,29 @@ class ConnectionOptions:
         """The options of a redis-py client (asyncio or blocking), read from its pool."""
         pool = client.connection_pool
         kind = pool.connection_class
+        if kind not in _PLAIN_CONNECTIONS:
+            # a Sentinel-managed pool (its kwargs name no host: the master is looked up
+            # per connection), a cluster's, or a user's own class: connecting by its
+            # kwargs would reach the wrong server
+            raise ConfigurationError(
+                f"a redis-py client whose connections are {kind.__name__} cannot be used "
+                "for the bus's own connections (only a plain TCP, TLS or unix-socket "
+                "client can); give the bus a URL (EventBus.from_url) instead"
+            )
         tls = issubclass(kind, async_connection.SSLConnection | sync_connection.SSLConnection)
         return cls.from_kwargs(pool.connection_kwargs, tls=tls)
+
+
+_PLAIN_CONNECTIONS = frozenset(
+    {
+        async_connection.Connection,
+        async_connection.SSLConnection,
+        async_connection.UnixDomainSocketConnection,
+        sync_connection.Connection,
+        sync_connection.SSLConnection,
+        sync_connection.UnixDomainSocketConnection,
+    }
+)
 
 
 def _seconds(value: Any) -> float | None:

@@ -7,6 +7,7 @@ We speak RESP2 (no HELLO): the hot path reads raw replies and relies on their sh
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import hiredis
@@ -79,6 +80,8 @@ def handshake(options: ConnectionOptions) -> tuple[bytes, int]:
     username, password = options.login()
     if password is not None:
         commands.append(["AUTH", username, password] if username else ["AUTH", password])
+    elif username:  # a user without a password (an ACL user with nopass), as redis-py does
+        commands.append(["AUTH", username, ""])
     if options.db:
         commands.append(["SELECT", options.db])
     if options.client_name:
@@ -112,3 +115,15 @@ def refused_login(options: ConnectionOptions, reply: BaseException) -> Authentic
     return AuthenticationFailed(
         f"Redis at {options.address} refused the login of user {user!r} ({text}); {fix}"
     )
+
+
+def readable_now(fd: int) -> bool:
+    """True when the socket `fd` has something to read (or is closed) right now: asked of
+    the kernel with a zero-timeout poll (select() cannot take descriptors >= 1024); a
+    descriptor that cannot be asked counts as readable, so its connection is replaced."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import ssl
 import threading
@@ -19,7 +18,6 @@ import time
 import weakref
 from typing import Any
 
-from eventbus.wire.errors import Refusal
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.protocol import (
     READ_SIZE,
@@ -29,6 +27,7 @@ from eventbus.wire.protocol import (
     handshake,
     lost,
     new_parser,
+    readable_now,
     take_replies,
 )
 
@@ -80,7 +79,7 @@ class SyncConnection:
             deadline = _deadline(timeout)
             self._send(payload, deadline)
             self._read(out, replies, deadline)
-        except (OSError, Refusal) as exc:  # socket.timeout and ConnectionLost included
+        except Exception as exc:  # socket.timeout, ConnectionLost, Refusal, a bad reply
             self.close()
             raise lost(exc, out, timeout) from exc
         except BaseException:
@@ -110,10 +109,10 @@ class SyncConnection:
         if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
             return True  # something unasked, already decrypted
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-        except (OSError, ValueError):
+            fd = self._sock.fileno()
+        except OSError:
             return True
-        return bool(readable)
+        return fd < 0 or readable_now(fd)
 
     def close(self) -> None:
         self.closed = True

@@ -9,10 +9,8 @@ read a stale reply; nothing is ever resent (a resent XADD is a duplicate event).
 from __future__ import annotations
 
 import asyncio
-import select
 from typing import Any
 
-from eventbus.wire.errors import Refusal
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.protocol import (
     READ_SIZE,
@@ -22,6 +20,7 @@ from eventbus.wire.protocol import (
     handshake,
     lost,
     new_parser,
+    readable_now,
     take_replies,
 )
 
@@ -87,11 +86,14 @@ class Connection:
                 self._writer.write(payload)
                 await self._writer.drain()
                 await self._read(out, replies)
-        except (TimeoutError, OSError, Refusal) as exc:  # ConnectionLost is an OSError
+        except asyncio.CancelledError:
+            self._hang_up()
+            raise
+        except Exception as exc:  # timeout, OSError (ConnectionLost), Refusal, a bad reply
             self.abort()
             raise lost(exc, out, self._timeout) from exc
-        except BaseException:  # a cancellation
-            self._hang_up()
+        except BaseException:
+            self.abort()
             raise
         return out
 
@@ -137,7 +139,7 @@ class Connection:
         closed it, and the event loop has not noticed yet, or sent something unasked).
 
         The event loop may not have seen the server's FIN yet (a Redis restart while
-        the loop was busy); a zero-timeout select asks the kernel directly, as go-redis
+        the loop was busy); a zero-timeout poll asks the kernel directly, as go-redis
         does before reusing a connection.
         """
         if self.closed or self._reader.at_eof():
@@ -149,10 +151,10 @@ class Connection:
         if sock is None:  # TLS transports drop their socket once the peer has closed
             return True
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        except (OSError, ValueError):
+            fd = sock.fileno()
+        except OSError:
             return True
-        return bool(readable)
+        return readable_now(fd)
 
     def abort(self) -> None:
         """Drop the connection now (nothing more is written or read)."""
