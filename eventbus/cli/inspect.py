@@ -34,6 +34,7 @@ from eventbus.events import registered
 from eventbus.keys import check_name
 from eventbus.scripts import SCRIPTS
 from eventbus.streams import DEFAULT_DEDUP_WINDOW_S
+from eventbus.text import as_text
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -522,10 +523,6 @@ def _typed_payload(app: str, stream: str, type_name: str, data: bytes) -> bytes:
     return msgspec.json.encode(event)
 
 
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _headers(items: list[str]) -> dict[str, str]:
     headers = {}
     for item in items:
@@ -565,11 +562,11 @@ async def publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 [key, bus.keys.pub(args.stream, args.key)],
                 [max(1, int(args.dedup_window * 1000)), 0, *fields],
             )
-            entry_id, duplicate = _str(reply[0]), bool(int(reply[1]))
+            entry_id, duplicate = as_text(reply[0]), bool(int(reply[1]))
         else:
             client: Any = bus.redis
             entry = dict(zip(fields[::2], fields[1::2], strict=True))
-            entry_id, duplicate = _str(await client.xadd(key, entry)), False
+            entry_id, duplicate = as_text(await client.xadd(key, entry)), False
     if duplicate:
         out.write(
             f"{entry_id} (duplicate: key {args.key!r} was published within the window; "

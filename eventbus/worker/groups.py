@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 
 from eventbus.handlers import StartFrom
 from eventbus.scripts import SCRIPTS
+from eventbus.text import as_text
 from eventbus.wire import Pooled
 
 log = logging.getLogger("eventbus.worker")
@@ -61,9 +62,9 @@ async def create_group(client: Redis, key: str, group: str, first_id: str) -> bo
 async def last_delivered(client: Redis, key: str, group: str) -> str | None:
     for info in await client.xinfo_groups(key):
         name = info["name"]
-        if (name.decode() if isinstance(name, bytes) else name) == group:
+        if as_text(name) == group:
             value = info["last-delivered-id"]
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return as_text(value)
     return None
 
 
@@ -74,7 +75,7 @@ async def warn_if_renamed(
     exists on the stream: nothing reads it any more, and it holds back trimming."""
     for info in await client.xinfo_groups(key):
         name = info["name"]
-        if (name.decode() if isinstance(name, bytes) else name) != old:
+        if as_text(name) != old:
             continue
         lag = info.get("lag")
         log.warning(
@@ -124,8 +125,7 @@ async def delete_idle_consumers(
     """Delete consumers idle longer than `idle_ms` that own no pending entries."""
     deleted = []
     for info in await client.xinfo_consumers(key, group):
-        name = info["name"]
-        name = name.decode() if isinstance(name, bytes) else str(name)
+        name = as_text(info["name"])
         if name == me or int(info["pending"]) > 0 or int(info["idle"]) < idle_ms:
             continue
         if await wire.script(SCRIPTS.delete_consumer, [key], [group, name]):
