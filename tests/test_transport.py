@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -420,3 +421,22 @@ def test_options_from_a_url_and_from_a_client() -> None:
         "s",
         "unix:///tmp/r.sock",
     )
+
+
+def test_tls_verify_flags_are_carried_and_unknown_tls_options_refused() -> None:
+    # redis-py's ssl_exclude_verify_flags (an old CA without the strict X.509 checks)
+    client = redis.Redis(
+        host="example.com",
+        ssl=True,
+        ssl_exclude_verify_flags=[ssl.VERIFY_X509_STRICT],
+        ssl_include_verify_flags=[ssl.VERIFY_CRL_CHECK_LEAF],
+    )
+    tls = ConnectionOptions.from_client(client).tls
+    assert tls is not None
+    context = tls.context()
+    assert not context.verify_flags & ssl.VERIFY_X509_STRICT
+    assert context.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+    # an option our connections cannot honour is refused, not silently dropped
+    ocsp = redis.Redis(host="example.com", ssl=True, ssl_validate_ocsp=True)
+    with pytest.raises(EventBusError, match="ssl_validate_ocsp"):
+        ConnectionOptions.from_client(ocsp)

@@ -41,10 +41,26 @@ class TLSOptions:
     check_hostname: bool = True
     min_version: ssl.TLSVersion | None = None
     ciphers: str | None = None
+    # redis-py's ssl_include_verify_flags / ssl_exclude_verify_flags (e.g. leaving out
+    # VERIFY_X509_STRICT for an old CA)
+    include_verify_flags: tuple[ssl.VerifyFlags, ...] = ()
+    exclude_verify_flags: tuple[ssl.VerifyFlags, ...] = ()
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> TLSOptions:
-        """From redis-py's keyword names (``ssl_cert_reqs``, ``ssl_ca_certs``, ...)."""
+        """From redis-py's keyword names (``ssl_cert_reqs``, ``ssl_ca_certs``, ...); an
+        ``ssl_*`` option these connections cannot honour (OCSP checks) is refused rather
+        than dropped."""
+        unknown = sorted(
+            key
+            for key, value in kwargs.items()
+            if key.startswith("ssl_") and key not in _TLS_KEYS and value not in (None, False)
+        )
+        if unknown:
+            raise ConfigurationError(
+                f"TLS option(s) {', '.join(unknown)} are not supported by the bus's own "
+                f"connections; supported: {', '.join(sorted(_TLS_KEYS))}"
+            )
         reqs = kwargs.get("ssl_cert_reqs", "required")
         if reqs is None:
             reqs = ssl.CERT_NONE
@@ -69,6 +85,8 @@ class TLSOptions:
             check_hostname=bool(check) and reqs != ssl.CERT_NONE,
             min_version=kwargs.get("ssl_min_version"),
             ciphers=kwargs.get("ssl_ciphers"),
+            include_verify_flags=tuple(kwargs.get("ssl_include_verify_flags") or ()),
+            exclude_verify_flags=tuple(kwargs.get("ssl_exclude_verify_flags") or ()),
         )
 
     def context(self) -> ssl.SSLContext:
@@ -83,7 +101,29 @@ class TLSOptions:
             context.minimum_version = self.min_version
         if self.ciphers is not None:
             context.set_ciphers(self.ciphers)
+        for flag in self.include_verify_flags:
+            context.verify_flags |= flag
+        for flag in self.exclude_verify_flags:
+            context.verify_flags &= ~flag
         return context
+
+
+_TLS_KEYS = frozenset(
+    {
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+    }
+)
 
 
 @dataclass(frozen=True)
