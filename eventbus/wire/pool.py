@@ -14,15 +14,12 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from eventbus.backoff import Backoff
 from eventbus.wire.errors import ConnectionLost, ConnectTimeout, ReplyError
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.packing import Arg, pack
+from eventbus.wire.protocol import CONNECT_BACKOFF
 from eventbus.wire.scripts import Script, run_script
 from eventbus.wire.transport import Connection
-
-# the pause before another connect attempt (when `connect_retries` allows one)
-CONNECT_BACKOFF = Backoff(initial=0.05, maximum=0.5, jitter=1.0)
 
 
 async def connect(options: ConnectionOptions, context: ssl.SSLContext | None) -> Connection:

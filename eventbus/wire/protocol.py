@@ -12,6 +12,7 @@ from typing import Any
 
 import hiredis
 
+from eventbus.backoff import Backoff
 from eventbus.errors import describe_error
 from eventbus.wire.errors import (
     AuthenticationFailed,
@@ -25,6 +26,9 @@ from eventbus.wire.errors import (
 )
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.packing import Arg, pack
+
+# the pause before another connect attempt (when `connect_retries` allows one)
+CONNECT_BACKOFF = Backoff(initial=0.05, maximum=0.5, jitter=1.0)
 
 NOT_ENOUGH_DATA = object()
 READ_SIZE = 65536

@@ -18,8 +18,10 @@ import time
 import weakref
 from typing import Any
 
+from eventbus.wire.errors import ConnectionLost, ConnectTimeout
 from eventbus.wire.options import ConnectionOptions
 from eventbus.wire.protocol import (
+    CONNECT_BACKOFF,
     READ_SIZE,
     check_handshake,
     closed_by_server,
@@ -47,7 +49,7 @@ class SyncConnection:
         timeout = options.handshake_timeout
         deadline = _deadline(timeout)
         try:
-            sock = _open_socket(options, context, timeout)
+            sock = _open_socket(options, context, deadline)
         except OSError as exc:  # socket.timeout included
             raise connect_failed(options, exc, stage="connecting to") from exc
         conn = cls(sock, options)
@@ -162,7 +164,7 @@ class SyncPool:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return SyncConnection.open(self.options, self._ssl)
+                return _connect(self.options, self._ssl)
             if not conn.is_dead():
                 return conn
             conn.close()
@@ -218,23 +220,39 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _open_socket(
-    options: ConnectionOptions, context: ssl.SSLContext | None, timeout: float | None
+    options: ConnectionOptions, context: ssl.SSLContext | None, deadline: float | None
 ) -> socket.socket:
+    """Connect (and for TLS, shake TLS hands) before `deadline`, which the Redis
+    handshake that follows shares."""
     if options.path:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(_left(deadline))
             sock.connect(options.path)
         except BaseException:
             sock.close()
             raise
         return sock
-    sock = socket.create_connection((options.host, options.port), timeout=timeout)
+    sock = socket.create_connection((options.host, options.port), timeout=_left(deadline))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if context is not None:
+            sock.settimeout(_left(deadline))
             return context.wrap_socket(sock, server_hostname=options.host)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _connect(options: ConnectionOptions, context: ssl.SSLContext | None) -> SyncConnection:
+    """`pool.connect`, blocking: `options.connect_retries` more tries after a failure."""
+    failures = 0
+    while True:
+        try:
+            return SyncConnection.open(options, context)
+        except (ConnectionLost, ConnectTimeout):
+            failures += 1
+            if failures > options.connect_retries:
+                raise
+        time.sleep(CONNECT_BACKOFF.delay(failures))

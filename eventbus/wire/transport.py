@@ -48,25 +48,27 @@ class Connection:
         """Connect and shake hands within the connect timeout. `ssl`: the context for a
         TLS node (built once by the caller's pool)."""
         timeout = options.handshake_timeout
+        # one deadline for the connection (TLS included) and its handshake together
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 reader, writer = await _open_streams(options, ssl)
         except OSError as exc:  # TimeoutError included
             raise connect_failed(options, exc, stage="connecting to") from exc
         conn = cls(reader, writer, options)
         try:
-            await conn._handshake(timeout)
+            await conn._handshake(deadline)
         except BaseException:
             conn.abort()
             raise
         return conn
 
-    async def _handshake(self, timeout: float | None) -> None:
+    async def _handshake(self, deadline: float | None) -> None:
         payload, count = handshake(self.options)
         if not count:
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 self._writer.write(payload)
                 await self._writer.drain()
                 replies: list[Any] = []
