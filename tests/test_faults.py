@@ -193,6 +193,10 @@ async def all_effects(bus: EventBus, n: int) -> bool:
     return len(await effects(bus)) == n
 
 
+async def effects_at_least(bus: EventBus, n: int) -> bool:
+    return len(await effects(bus)) >= n
+
+
 async def test_sigkill_mid_handler_is_handled_again_exactly_once(
     eventbus_redis_url: str, eventbus_prefix: str, processes: Processes, bus: EventBus
 ) -> None:
@@ -237,11 +241,14 @@ async def test_exactly_once_through_repeated_sigkills(
     deadline = loop.time() + 90
     while not await all_effects(bus, 150):
         assert loop.time() < deadline, f"only {len(await effects(bus))} effects after {kills} kills"
-        # the chaos: kill at a random moment of its work (its start-up alone can take
-        # longer than that on a loaded machine: a kill then tests nothing)
+        # the chaos: kill at a random moment of its work, measured in work done, not in
+        # time (its start-up alone can outlast a timed delay on a loaded machine, and a
+        # fast machine can finish everything within one: either way a kill tests less)
         up = f"c{kills}"
         await wait_for(lambda c=up: consumer_reads(bus, IDEM_GROUP, c), timeout=20)
-        await asyncio.sleep(rng.uniform(0.2, 0.8))
+        target = min(150, len(await effects(bus)) + rng.randint(5, 35))
+        await wait_for(lambda t=target: effects_at_least(bus, t), timeout=30)
+        await asyncio.sleep(rng.uniform(0.0, 0.05))  # mid-batch: others are running
         worker.kill()  # type: ignore[attr-defined]
         worker.wait()  # type: ignore[attr-defined]
         kills += 1

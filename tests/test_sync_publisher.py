@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -135,6 +136,10 @@ def test_close_closes_every_connection(redis_server_factory: Callable[..., Redis
         assert publisher.flush(10)
         assert len(admin.client_list()) > 1  # ours, besides the admin's
         publisher.close()
+        # the server notices a closed connection on its next event-loop turn: wait
+        deadline = time.monotonic() + 10
+        while len(admin.client_list()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert [c["id"] for c in admin.client_list()] == [str(admin.client_id())]
     finally:
         admin.close()
