@@ -440,3 +440,29 @@ def test_tls_verify_flags_are_carried_and_unknown_tls_options_refused() -> None:
     ocsp = redis.Redis(host="example.com", ssl=True, ssl_validate_ocsp=True)
     with pytest.raises(EventBusError, match="ssl_validate_ocsp"):
         ConnectionOptions.from_client(ocsp)
+
+
+def test_verify_flags_by_name_in_a_url_and_an_empty_password() -> None:
+    url = "rediss://h:6380/0?ssl_exclude_verify_flags=VERIFY_X509_STRICT"
+    tls = ConnectionOptions.from_url(url).tls
+    assert tls is not None and tls.exclude_verify_flags == (ssl.VERIFY_X509_STRICT,)
+    with pytest.raises(EventBusError, match=r"not an ssl\.VerifyFlags name"):
+        ConnectionOptions.from_url("rediss://h/0?ssl_include_verify_flags=VERIFY_NOTHING_X")
+
+
+async def test_an_empty_password_is_no_login(make_client: MakeClient, server: RedisServer) -> None:
+    # redis.Redis(password="") sends no AUTH (password=os.environ.get("...", "") is common)
+    client = make_client(
+        ConnectionOptions.from_kwargs({"port": server.port, "password": ""}, tls=False)
+    )
+    assert await client.request(["ACL", "WHOAMI"]) == [b"default"]
+
+
+def test_a_closed_blocking_pool_refuses_requests_and_closes_what_comes_back(
+    server: RedisServer, admin: redis.Redis
+) -> None:
+    pool = SyncPool(ConnectionOptions.from_url(server.url))
+    assert pool.request(pack(["PING"])) == [b"PONG"]
+    pool.close()
+    with pytest.raises(ConnectionFailed, match="closed"):
+        pool.request(pack(["PING"]))

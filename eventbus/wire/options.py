@@ -85,8 +85,8 @@ class TLSOptions:
             check_hostname=bool(check) and reqs != ssl.CERT_NONE,
             min_version=kwargs.get("ssl_min_version"),
             ciphers=kwargs.get("ssl_ciphers"),
-            include_verify_flags=tuple(kwargs.get("ssl_include_verify_flags") or ()),
-            exclude_verify_flags=tuple(kwargs.get("ssl_exclude_verify_flags") or ()),
+            include_verify_flags=_verify_flags(kwargs, "ssl_include_verify_flags"),
+            exclude_verify_flags=_verify_flags(kwargs, "ssl_exclude_verify_flags"),
         )
 
     def context(self) -> ssl.SSLContext:
@@ -106,6 +106,20 @@ class TLSOptions:
         for flag in self.exclude_verify_flags:
             context.verify_flags &= ~flag
         return context
+
+
+def _verify_flags(kwargs: Mapping[str, Any], key: str) -> tuple[ssl.VerifyFlags, ...]:
+    """``ssl.VerifyFlags`` values as given to redis-py, or their names as a URL gives
+    them (``VERIFY_X509_STRICT,VERIFY_CRL_CHECK_LEAF``)."""
+    value = kwargs.get(key) or ()
+    if isinstance(value, str):
+        try:
+            return tuple(ssl.VerifyFlags[name.strip()] for name in value.split(",") if name)
+        except KeyError as exc:
+            raise ConfigurationError(
+                f"{key}: {exc.args[0]!r} is not an ssl.VerifyFlags name (e.g. VERIFY_X509_STRICT)"
+            ) from None
+    return tuple(value)
 
 
 _TLS_KEYS = frozenset(

@@ -82,10 +82,12 @@ def handshake(options: ConnectionOptions) -> tuple[bytes, int]:
     replies they get; None when there is nothing to say (no login, db 0, no name)."""
     commands: list[list[Arg]] = []
     username, password = options.login()
-    if password is not None:
-        commands.append(["AUTH", username, password] if username else ["AUTH", password])
-    elif username:  # a user without a password (an ACL user with nopass), as redis-py does
-        commands.append(["AUTH", username, ""])
+    # as redis-py: a user logs in with their password, or "" (an ACL user with nopass);
+    # a password alone logs in the default user; an empty one is no login at all
+    if username:
+        commands.append(["AUTH", username, password or ""])
+    elif password:
+        commands.append(["AUTH", password])
     if options.db:
         commands.append(["SELECT", options.db])
     if options.client_name:
@@ -126,6 +128,8 @@ def readable_now(fd: int) -> bool:
     the kernel with a zero-timeout poll (select() cannot take descriptors >= 1024); a
     descriptor that cannot be asked counts as readable, so its connection is replaced."""
     try:
+        if not hasattr(select, "poll"):  # Windows: select() has no descriptor limit there
+            return bool(select.select([fd], [], [], 0)[0])
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(0))

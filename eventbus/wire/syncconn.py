@@ -140,6 +140,7 @@ class SyncPool:
         self._idle: list[SyncConnection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
         # sockets left when the pool is collected are closed, not left to the GC
         weakref.finalize(self, _close_all, self._idle)
 
@@ -158,6 +159,8 @@ class SyncPool:
             self._put_back(conn)
 
     def _take(self) -> SyncConnection:
+        if self._closed:
+            raise ConnectionLost("the connection pool is closed")
         if self._pid != os.getpid():
             self._after_fork()
         while True:
@@ -176,10 +179,10 @@ class SyncPool:
             conn.forget()
             return
         with self._lock:
-            if len(self._idle) < self._keep_idle:
+            if not self._closed and len(self._idle) < self._keep_idle:
                 self._idle.append(conn)
                 return
-        conn.close()
+        conn.close()  # closed meanwhile, or more idle than a busy moment needs
 
     def _after_fork(self) -> None:
         # this process has one thread: no one else holds the lock, or ever will
@@ -188,8 +191,10 @@ class SyncPool:
         _close_all(self._idle)  # made in the parent: forgotten, not closed
 
     def close(self) -> None:
-        """Close the idle connections (one in use closes when it comes back)."""
+        """Close the idle connections (one in use closes when it comes back); later
+        requests raise ConnectionLost."""
         with self._lock:
+            self._closed = True
             idle = list(self._idle)
             self._idle.clear()
         _close_all(idle)
