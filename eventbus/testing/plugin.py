@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from eventbus.bus import EventBus
+from eventbus.testing.cluster import RedisClusterSetup
 from eventbus.testing.helpers import unique_prefix
 from eventbus.testing.server import RedisServer, test_redis_url
 
@@ -43,6 +44,22 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def redis_cluster_factory() -> Iterator[Callable[..., RedisClusterSetup]]:
+    """Start a real local Redis Cluster (`RedisClusterSetup`: 3 masters and 3 replicas
+    by default); each one made is closed after the test."""
+    clusters: list[RedisClusterSetup] = []
+
+    def make(**kwargs: Any) -> RedisClusterSetup:
+        cluster = RedisClusterSetup(**kwargs)
+        clusters.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in clusters:
+        cluster.close()
 
 
 async def _bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
