@@ -6,6 +6,7 @@
   (needs pytest-asyncio; a pytest-asyncio fixture, so it works in its default strict
   mode, for tests marked ``@pytest.mark.asyncio``).
 - ``redis_server_factory``: start extra `RedisServer`s a test may kill and restart.
+- ``redis_sentinel_factory``: start `SentinelSetup`s (1 master, 1 replica, 3 sentinels).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from eventbus.bus import EventBus
 from eventbus.testing.cluster import RedisClusterSetup
 from eventbus.testing.helpers import unique_prefix
+from eventbus.testing.sentinel import SentinelSetup
 from eventbus.testing.server import RedisServer, test_redis_url
 
 
@@ -60,6 +62,22 @@ def redis_cluster_factory() -> Iterator[Callable[..., RedisClusterSetup]]:
     yield make
     for cluster in clusters:
         cluster.close()
+
+
+@pytest.fixture
+def redis_sentinel_factory() -> Iterator[Callable[..., SentinelSetup]]:
+    """Start a real local Sentinel setup (`SentinelSetup`: a master, a replica, three
+    sentinels); each one made is closed after the test."""
+    setups: list[SentinelSetup] = []
+
+    def make(**kwargs: Any) -> SentinelSetup:
+        setup = SentinelSetup(**kwargs)
+        setups.append(setup)  # cleaned up even if it fails to start
+        return setup.start()
+
+    yield make
+    for setup in setups:
+        setup.close()
 
 
 async def _bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
