@@ -105,7 +105,15 @@ def output_of(proc: subprocess.Popen[bytes]) -> str:
 
 
 # The tests with real processes and real-time waits, the longest first (see docs/testing.md)
-LONG_RUNNING = ("test_soak.py", "test_schedule_faults.py", "test_faults.py", "test_scheduler.py")
+LONG_RUNNING = (
+    "test_soak.py",
+    "test_wire_cluster.py",
+    "test_testing_cluster.py",
+    "test_schedule_faults.py",
+    "test_testing_sentinel.py",
+    "test_faults.py",
+    "test_scheduler.py",
+)
 
 
 def _rank(item: pytest.Item) -> int:

@@ -79,8 +79,11 @@ async def test_a_killed_master_is_replaced_by_its_replica(
     cluster = redis_cluster_factory()
     key = "eb:{failover-test}"
     old = cluster.node_for_key(key)
-    assert call(old.port, "SET", key, "kept") == b"OK"
-    assert call(old.port, "WAIT", 1, 5000) == 1  # on its replica too
+    pool = SyncPool(ConnectionOptions(host="127.0.0.1", port=old.port, socket_timeout=10))
+    try:  # WAIT on the connection that wrote: the write is on the replica too
+        assert pool.request(pack(["SET", key, "kept"]) + pack(["WAIT", 1, 5000]), 2) == [b"OK", 1]
+    finally:
+        pool.close()
     cluster.kill(old)
 
     def promoted() -> bool:

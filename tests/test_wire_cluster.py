@@ -110,8 +110,11 @@ async def test_a_failover_is_waited_out_within_the_deadline(
         await router.refresh()
         key = "eb:{failing-over}"
         slot = key_slot(key)
-        assert await router.request(slot, [pack(["SET", key, "1"])]) == [b"OK"]
-        call(cluster.node_for_key(key).port, "WAIT", 1, 5000)
+        # WAIT on the connection that wrote: the write is on the replica too
+        assert await router.request(slot, [pack(["SET", key, "1"]), pack(["WAIT", 1, 5000])]) == [
+            b"OK",
+            1,
+        ]
         cluster.kill(cluster.node_for_key(key))
         # the master is gone; its replica takes over within a few node timeouts
         got = await router.request(slot, [pack(["INCR", key])], deadline_s=60)
