@@ -466,3 +466,38 @@ def test_a_closed_blocking_pool_refuses_requests_and_closes_what_comes_back(
     pool.close()
     with pytest.raises(ConnectionFailed, match="closed"):
         pool.request(pack(["PING"]))
+
+
+async def test_past_its_cap_a_pool_waits_for_a_connection_instead_of_opening_more(
+    server: RedisServer, admin: redis.Redis
+) -> None:
+    pool = NodePool(ConnectionOptions.from_url(server.url, socket_timeout=10), max_connections=1)
+    try:
+        holder = asyncio.ensure_future(pool.request(pack(["BLPOP", "cap-q", 5])))
+        await wait_for(lambda: any(c["cmd"] == "blpop" for c in others(admin)))
+        waiter = asyncio.ensure_future(pool.request(pack(["ECHO", "after"])))
+        await asyncio.sleep(0)  # it is waiting for the one connection, not opening another
+        assert not waiter.done()
+        assert len(others(admin)) == 1
+        admin.rpush("cap-q", "x")
+        assert await holder == [[b"cap-q", b"x"]]
+        assert await waiter == [b"after"]
+        assert len(others(admin)) == 1  # the same connection, handed over
+    finally:
+        await pool.aclose()
+
+
+async def test_a_request_past_the_cap_gives_up_after_the_socket_timeout(
+    server: RedisServer,
+) -> None:
+    options = ConnectionOptions.from_url(server.url, socket_timeout=0.5)
+    pool = NodePool(options, max_connections=1)
+    try:
+        # the only connection stays taken (a pause of the event loop's turn would do too)
+        taken = await pool._take()
+        with pytest.raises(ConnectionFailed, match="stayed in use"):
+            await pool.request(pack(["PING"]))
+        pool._put_back(taken)
+        assert await pool.request(pack(["PING"])) == [b"PONG"]
+    finally:
+        await pool.aclose()

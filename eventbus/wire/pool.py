@@ -42,13 +42,21 @@ def _tls_context(options: ConnectionOptions) -> ssl.SSLContext | None:
 class NodePool:
     """Requests on a free list of connections to one node.
 
-    A free list rather than a pool with limits: taking and returning a connection costs
-    nothing but a list pop and append. Callers bound their concurrency (the bus's
-    publish semaphore, one ack flush per group), which bounds the connections made here.
+    A free list: taking and returning a connection costs a list pop and append. Callers
+    bound their concurrency (the bus's publish semaphore, one ack flush per group); on
+    top of that at most `max_connections` are open at once (as redis-py's pool caps
+    them), and a request past the cap waits for one to come back (at most the socket
+    timeout) instead of opening more: the bound a cluster's per-node pools need.
     """
 
-    def __init__(self, options: ConnectionOptions, *, keep_idle: int = 64) -> None:
+    def __init__(
+        self, options: ConnectionOptions, *, keep_idle: int = 64, max_connections: int = 1024
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.options = options
+        self.max_connections = max_connections
+        self._room: asyncio.Event | None = None  # set when a connection comes back
         self._ssl = _tls_context(options)
         self._idle: list[Connection] = []
         self._all: set[Connection] = set()
@@ -68,19 +76,45 @@ class NodePool:
             self._put_back(conn)
 
     async def _take(self) -> Connection:
-        if self._closed:
-            raise ConnectionLost("the connection pool is closed")
-        if self._hanging_up:
-            await self._after_cancelled()
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.is_dead():
-                return conn
-            self._all.discard(conn)
-            conn.abort()
+        while True:
+            if self._closed:
+                raise ConnectionLost("the connection pool is closed")
+            if self._hanging_up:
+                await self._after_cancelled()
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_dead():
+                    return conn
+                self._discard(conn)
+                conn.abort()
+            if len(self._all) < self.max_connections:
+                break
+            await self._wait_for_room()
         conn = await connect(self.options, self._ssl)
         self._all.add(conn)
         return conn
+
+    async def _wait_for_room(self) -> None:
+        """Wait until a connection comes back or goes (the cap was reached)."""
+        if self._room is None or self._room.is_set():
+            self._room = asyncio.Event()
+        room = self._room
+        try:
+            async with asyncio.timeout(self.options.socket_timeout):
+                await room.wait()
+        except TimeoutError:
+            raise ConnectionLost(
+                f"all {self.max_connections} connections to Redis at "
+                f"{self.options.address} stayed in use for {self.options.socket_timeout}s"
+            ) from None
+
+    def _discard(self, conn: Connection) -> None:
+        self._all.discard(conn)
+        self._made_room()
+
+    def _made_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
 
     async def _after_cancelled(self) -> None:
         """A request after a cancelled one sees all that the cancelled one did (what it
@@ -90,17 +124,19 @@ class NodePool:
             await conn.hung_up()
             with contextlib.suppress(ValueError):  # another request removed it first
                 self._hanging_up.remove(conn)
-            self._all.discard(conn)
+            self._discard(conn)
 
     def _put_back(self, conn: Connection) -> None:
         if conn.hanging_up is not None:
             self._hanging_up.append(conn)
+            self._made_room()  # a waiter takes it up (it waits for the hang-up first)
         elif conn.closed:  # its exchange broke, or the pool closed it
-            self._all.discard(conn)
+            self._discard(conn)
         elif not self._closed and len(self._idle) < self._keep_idle:
             self._idle.append(conn)
+            self._made_room()
         else:  # closed meanwhile, or more idle connections than a busy moment needs
-            self._all.discard(conn)
+            self._discard(conn)
             conn.close()
 
     async def aclose(self) -> None:
@@ -109,6 +145,7 @@ class NodePool:
         conns, self._all, self._idle, self._hanging_up = self._all, set(), [], []
         for conn in conns:
             conn.abort()
+        self._made_room()  # waiters wake, and find the pool closed
 
     async def call(self, *args: Arg) -> Any:
         """One command; an error reply raises."""
