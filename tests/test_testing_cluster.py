@@ -11,7 +11,7 @@ import pytest
 
 from eventbus.keys import Keys
 from eventbus.testing import wait_for
-from eventbus.testing.cluster import RedisClusterSetup
+from eventbus.testing.cluster import RedisClusterSetup, node_command
 from eventbus.wire import ConnectionOptions, SyncPool, pack
 from eventbus.wire.errors import Redirected
 from eventbus.wire.slots import SLOTS, crc16, hash_tag, key_slot
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.timeout(120)
 def cluster() -> Iterator[RedisClusterSetup]:
     with RedisClusterSetup() as made:
         yield made
-
-
-def call(port: int, *args: str | bytes | int) -> object:
-    pool = SyncPool(ConnectionOptions(host="127.0.0.1", port=port, socket_timeout=5))
-    try:
-        [reply] = pool.request(pack(list(args)))
-    finally:
-        pool.close()
-    return reply
 
 
 def test_crc16_and_hash_tags() -> None:
@@ -59,15 +50,15 @@ def test_our_key_slots_are_the_servers(cluster: RedisClusterSetup) -> None:
     names += [b"x{" + os.urandom(rng.randint(0, 6)) + b"}y" for _ in range(100)]
     port = cluster.masters()[0].port
     for name in names:
-        assert call(port, "CLUSTER", "KEYSLOT", name) == key_slot(name), name
+        assert node_command(port, "CLUSTER", "KEYSLOT", name, check=False) == key_slot(name), name
 
 
 def test_a_key_is_served_by_its_master_and_moved_elsewhere(cluster: RedisClusterSetup) -> None:
     key = "eb:{moved-test}"
     owner = cluster.node_for_key(key)
-    assert call(owner.port, "SET", key, "1") == b"OK"
+    assert node_command(owner.port, "SET", key, "1", check=False) == b"OK"
     other = next(n for n in cluster.masters() if n.port != owner.port)
-    reply = call(other.port, "GET", key)
+    reply = node_command(other.port, "GET", key, check=False)
     assert isinstance(reply, Redirected)
     assert reply.code == "MOVED"
     assert (reply.slot, reply.node) == (key_slot(key), f"127.0.0.1:{owner.port}")
@@ -94,7 +85,7 @@ async def test_a_killed_master_is_replaced_by_its_replica(
 
     await wait_for(promoted, timeout=60, message="the replica's promotion")
     new = cluster.node_for_key(key)
-    assert call(new.port, "GET", key) == b"kept"
+    assert node_command(new.port, "GET", key, check=False) == b"kept"
     pids = [n.process.pid for n in cluster.running() if n.process is not None]
     cluster.close()
     for pid in pids:  # close leaves nothing running

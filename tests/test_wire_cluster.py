@@ -8,24 +8,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 import pytest_asyncio
 
-from eventbus.testing.cluster import RedisClusterSetup
-from eventbus.wire import ConnectionOptions, SyncPool, pack
+from eventbus.testing.cluster import RedisClusterSetup, node_command
+from eventbus.wire import ConnectionOptions, pack
 from eventbus.wire.cluster import ClusterRouter
-from eventbus.wire.errors import ReplyError
 from eventbus.wire.slots import key_slot
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def call(port: int, *args: str | bytes | int) -> object:
-    pool = SyncPool(ConnectionOptions(host="127.0.0.1", port=port, socket_timeout=5))
-    try:
-        [reply] = pool.request(pack(list(args)))
-    finally:
-        pool.close()
-    if isinstance(reply, ReplyError):
-        raise reply
-    return reply
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +48,16 @@ def _move_slot(cluster: RedisClusterSetup, slot: int, keys: list[str], *, finish
     gone: requests get ASK). Returns the target's port."""
     source = cluster.master_of_slot(slot)
     target = next(n for n in cluster.masters() if n.port != source.port)
-    source_id = call(source.port, "CLUSTER", "MYID")
-    target_id = call(target.port, "CLUSTER", "MYID")
+    source_id = node_command(source.port, "CLUSTER", "MYID")
+    target_id = node_command(target.port, "CLUSTER", "MYID")
     assert isinstance(source_id, bytes) and isinstance(target_id, bytes)
-    call(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    call(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    node_command(target.port, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    node_command(source.port, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
     for key in keys:
-        call(source.port, "MIGRATE", "127.0.0.1", target.port, key, 0, 5000)
+        node_command(source.port, "MIGRATE", "127.0.0.1", target.port, key, 0, 5000)
     if finish:
         for node in cluster.masters():
-            call(node.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            node_command(node.port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
     return target.port
 
 
@@ -84,7 +72,7 @@ async def test_moved_is_followed_and_each_command_runs_once(
     got = await router.request(slot, [pack(["INCR", f"{key}:n"]), pack(["GET", key])])
     assert got == [1, b"v"]
     assert router.node_of(slot) == f"127.0.0.1:{target}"
-    assert call(target, "GET", f"{key}:n") == b"1"
+    assert node_command(target, "GET", f"{key}:n") == b"1"
 
 
 async def test_ask_during_a_migration(cluster: RedisClusterSetup, router: ClusterRouter) -> None:
@@ -98,7 +86,14 @@ async def test_ask_during_a_migration(cluster: RedisClusterSetup, router: Cluste
         assert router.node_of(slot) == f"127.0.0.1:{source}"  # ASK does not move the map
     finally:
         for node in cluster.masters():
-            call(node.port, "CLUSTER", "SETSLOT", slot, "NODE", call(target, "CLUSTER", "MYID"))
+            node_command(
+                node.port,
+                "CLUSTER",
+                "SETSLOT",
+                slot,
+                "NODE",
+                node_command(target, "CLUSTER", "MYID"),
+            )
 
 
 async def test_a_failover_is_waited_out_within_the_deadline(

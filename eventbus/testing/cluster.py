@@ -23,7 +23,7 @@ from typing import Any, Self
 from eventbus.embedded import find_redis_server
 from eventbus.errors import EmbeddedServerError, EventBusError
 from eventbus.testing.server import RedisServer, free_port, release_port
-from eventbus.wire import ConnectionOptions, SyncPool, pack
+from eventbus.wire import Arg, ConnectionOptions, SyncPool, pack
 from eventbus.wire.slots import SLOTS, key_slot
 
 CLUSTER_MIN_VERSION = (7, 0, 0)  # cluster-port: a bus port of our choosing
@@ -127,9 +127,9 @@ class RedisClusterSetup:
         sync with them)."""
         try:
             for node in self.running():
-                if b"cluster_state:ok" not in _command(node.port, "CLUSTER", "INFO"):
+                if b"cluster_state:ok" not in node_command(node.port, "CLUSTER", "INFO"):
                     return f"node {node.port}: cluster_state is not ok"
-                replication = _command(node.port, "INFO", "replication")
+                replication = node_command(node.port, "INFO", "replication")
                 if b"role:slave" in replication and b"master_link_status:up" not in replication:
                     return f"replica {node.port}: not in sync with its master"
             served = sum(end - start + 1 for start, end, _ in self.slot_ranges())
@@ -170,7 +170,7 @@ class RedisClusterSetup:
     def slot_ranges(self) -> list[tuple[int, int, int]]:
         """(first slot, last slot, master's port) for every served range, as a running
         node sees them (CLUSTER SLOTS)."""
-        reply = _command(self.running()[0].port, "CLUSTER", "SLOTS")
+        reply = node_command(self.running()[0].port, "CLUSTER", "SLOTS")
         return sorted((int(row[0]), int(row[1]), int(row[2][1])) for row in reply)
 
     def master_of_slot(self, slot: int) -> RedisServer:
@@ -207,15 +207,15 @@ class RedisClusterSetup:
         self._wait_until_healthy(time.monotonic() + timeout)
 
 
-def _command(port: int, *args: str) -> Any:
-    """One command to the node on `port`, its reply raw (RESP2 shapes); an error reply
-    raises."""
-    pool = SyncPool(ConnectionOptions(host="127.0.0.1", port=port, socket_timeout=2))
+def node_command(port: int, *args: Arg, check: bool = True, timeout: float = 5.0) -> Any:
+    """One command to the node on 127.0.0.1:`port`, its reply raw (RESP2 shapes); an error
+    reply raises, or with ``check=False`` is returned (to look at a MOVED, say)."""
+    pool = SyncPool(ConnectionOptions(host="127.0.0.1", port=port, socket_timeout=timeout))
     try:
         [reply] = pool.request(pack(list(args)))
     finally:
         pool.close()
-    if isinstance(reply, Exception):
+    if check and isinstance(reply, Exception):
         raise reply
     return reply
 
@@ -233,4 +233,4 @@ def _redis_cli(server_binary: str) -> str:
     return found
 
 
-__all__ = ["RedisClusterSetup"]
+__all__ = ["RedisClusterSetup", "node_command"]

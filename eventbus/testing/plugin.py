@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -34,50 +34,45 @@ def eventbus_prefix() -> str:
     return unique_prefix()
 
 
-@pytest.fixture
-def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
-    servers: list[RedisServer] = []
+class _Startable(Protocol):
+    def start(self) -> Any: ...
 
-    def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(**kwargs)
-        servers.append(server)  # cleaned up even if it fails to start
-        return server.start()
+    def close(self) -> None: ...
+
+
+def _factory(kind: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A `make(**kwargs)` that builds and starts `kind`; whatever it made is closed
+    after the test, even what failed to start."""
+    made: list[_Startable] = []
+
+    def make(**kwargs: Any) -> Any:
+        thing = kind(**kwargs)
+        made.append(thing)
+        return thing.start()
 
     yield make
-    for server in servers:
-        server.close()
+    for thing in made:
+        thing.close()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start extra `RedisServer`s (to kill, stop and restart)."""
+    yield from _factory(RedisServer)
 
 
 @pytest.fixture
 def redis_cluster_factory() -> Iterator[Callable[..., RedisClusterSetup]]:
     """Start a real local Redis Cluster (`RedisClusterSetup`: 3 masters and 3 replicas
-    by default); each one made is closed after the test."""
-    clusters: list[RedisClusterSetup] = []
-
-    def make(**kwargs: Any) -> RedisClusterSetup:
-        cluster = RedisClusterSetup(**kwargs)
-        clusters.append(cluster)
-        return cluster.start()
-
-    yield make
-    for cluster in clusters:
-        cluster.close()
+    by default)."""
+    yield from _factory(RedisClusterSetup)
 
 
 @pytest.fixture
 def redis_sentinel_factory() -> Iterator[Callable[..., SentinelSetup]]:
     """Start a real local Sentinel setup (`SentinelSetup`: a master, a replica, three
-    sentinels); each one made is closed after the test."""
-    setups: list[SentinelSetup] = []
-
-    def make(**kwargs: Any) -> SentinelSetup:
-        setup = SentinelSetup(**kwargs)
-        setups.append(setup)  # cleaned up even if it fails to start
-        return setup.start()
-
-    yield make
-    for setup in setups:
-        setup.close()
+    sentinels)."""
+    yield from _factory(SentinelSetup)
 
 
 async def _bus(eventbus_redis_url: str, eventbus_prefix: str) -> AsyncIterator[EventBus]:
